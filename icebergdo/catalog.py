@@ -1,0 +1,89 @@
+"""The SQL catalog: pyiceberg's SqlCatalog plus what a shared, multi-process catalog needs.
+
+- SQLite is switched to WAL with a busy timeout, so several processes can share one file.
+- After every successful commit, `metadata/version-hint.text` names the current metadata file,
+  so readers that open a table by its folder (DuckDB `iceberg_scan('<folder>')`) find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from typing import Any
+
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.table import CommitTableResponse, Table
+from pyiceberg.table.update import TableRequirement, TableUpdate
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError as SAOperationalError
+
+from icebergdo.config import Config, redact_uri
+from icebergdo.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+VERSION_HINT = "version-hint.text"
+METADATA_SUFFIX = ".metadata.json"
+
+
+def version_hint_location(metadata_location: str) -> tuple[str, str]:
+    """(hint file path, hint text) for a metadata file: the text is the file's stem.
+
+    DuckDB resolves a hint `H` to `H.metadata.json` or `vH.metadata.json`, so the stem of a
+    unique, version-prefixed file name (`00003-<uuid>`) round-trips.
+    """
+    folder, name = posixpath.split(metadata_location)
+    stem = name[: -len(METADATA_SUFFIX)] if name.endswith(METADATA_SUFFIX) else name
+    return f"{folder}/{VERSION_HINT}", stem
+
+
+class IcebergdoCatalog(SqlCatalog):
+    """A SqlCatalog that keeps version hints current and tunes SQLite for several processes."""
+
+    def _init_catalog(self) -> None:
+        # Runs right after SqlCatalog creates its engine and before its first connection.
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        super()._init_catalog()
+
+    def create_table(self, *args: Any, **kwargs: Any) -> Table:  # type: ignore[override]
+        table = super().create_table(*args, **kwargs)
+        self._write_version_hint(table.io, table.metadata_location)
+        return table
+
+    def commit_table(
+        self, table: Table, requirements: tuple[TableRequirement, ...], updates: tuple[TableUpdate, ...]
+    ) -> CommitTableResponse:
+        response = super().commit_table(table, requirements, updates)
+        self._write_version_hint(table.io, response.metadata_location)
+        return response
+
+    @staticmethod
+    def _write_version_hint(io: Any, metadata_location: str) -> None:
+        """Best effort: the commit has happened; a missing hint only slows folder-based readers."""
+        path, text = version_hint_location(metadata_location)
+        try:
+            with io.new_output(path).create(overwrite=True) as out:
+                out.write(text.encode())
+        except Exception as e:  # noqa: BLE001 - never fail a committed transaction over a hint
+            log.warning("could not write %s: %s", path, e)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def open_catalog(config: Config) -> IcebergdoCatalog:
+    """Open (and on first use, create) the catalog a Config describes."""
+    if config.is_sqlite and config.home is not None:
+        config.home.mkdir(parents=True, exist_ok=True)
+    try:
+        catalog = IcebergdoCatalog(config.catalog_name, **config.catalog_properties())
+    except SAOperationalError as e:
+        raise StorageError(f"cannot open catalog {redact_uri(config.catalog_uri)}: {e.orig}") from None
+    return catalog

@@ -1,0 +1,236 @@
+"""Where the catalog and the warehouse live, read from a home folder or a TOML file.
+
+Everything else (catalog, tables, DuckDB, Spark, maintenance) takes a `Config`
+and nothing else, so a lakehouse is fully described by one object.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from icebergdo.errors import ConfigError
+
+DEFAULT_CATALOG_NAME = "icebergdo"
+ENV_HOME = "ICEBERGDO_HOME"
+ENV_CONFIG = "ICEBERGDO_CONFIG"
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, *, where: str = "config") -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` so secrets stay in the environment, not in files."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, where=f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, where=where) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+
+    return _VAR.sub(sub, value)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach an S3-compatible store (R2, S3, SeaweedFS, MinIO)."""
+
+    endpoint: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    path_style: bool = True
+
+    def redacted(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "region": self.region,
+            "access_key_id": _mask(self.access_key_id),
+            "secret_access_key": "***" if self.secret_access_key else None,
+            "path_style": self.path_style,
+        }
+
+    def fileio_properties(self) -> dict[str, str]:
+        """pyiceberg FileIO properties. The region is always set: without it pyarrow asks the network."""
+        props = {"s3.region": self.region, "s3.force-virtual-addressing": str(not self.path_style).lower()}
+        if self.endpoint:
+            props["s3.endpoint"] = self.endpoint
+        if self.access_key_id:
+            props["s3.access-key-id"] = self.access_key_id
+        if self.secret_access_key:
+            props["s3.secret-access-key"] = self.secret_access_key
+        if self.session_token:
+            props["s3.session-token"] = self.session_token
+        return props
+
+
+def _mask(value: str | None) -> str | None:
+    if not value:
+        return value
+    return value[:4] + "…" if len(value) > 8 else "***"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One lakehouse: a SQL catalog plus a warehouse location, and per-feature settings."""
+
+    catalog_uri: str
+    warehouse: str
+    catalog_name: str = DEFAULT_CATALOG_NAME
+    s3: S3Settings | None = None
+    home: Path | None = None
+    source: str = "defaults"
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    # -- constructors -------------------------------------------------------------------------
+    @classmethod
+    def from_home(cls, home: str | os.PathLike[str]) -> Config:
+        """The embedded default: `catalog.db` (SQLite) and `warehouse/` inside one folder."""
+        path = Path(home).expanduser().resolve()
+        return cls(
+            catalog_uri=f"sqlite:///{path / 'catalog.db'}",
+            warehouse=(path / "warehouse").as_uri(),
+            home=path,
+            source=f"home {path}",
+        )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Config:
+        p = Path(path).expanduser()
+        try:
+            raw = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        return cls.from_dict(raw, source=str(p))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "dict") -> Config:
+        raw = interpolate(raw, where=source)
+        cat = raw.get("catalog") or {}
+        if not isinstance(cat, dict):
+            raise ConfigError(f"{source}: [catalog] must be a table")
+        home = cat.get("home")
+        if home and not cat.get("uri") and not cat.get("warehouse"):
+            base = cls.from_home(home)
+            uri, warehouse = base.catalog_uri, base.warehouse
+        else:
+            uri, warehouse = cat.get("uri"), cat.get("warehouse")
+        if not uri:
+            raise ConfigError(f"{source}: [catalog] uri is required (e.g. sqlite:///lakehouse/catalog.db)")
+        if not warehouse:
+            raise ConfigError(f"{source}: [catalog] warehouse is required (file:///path or s3://bucket/prefix)")
+        uri = _absolute_sqlite(uri)
+        warehouse = _normalise_warehouse(warehouse, source)
+        s3 = None
+        s3raw = raw.get("s3")
+        if s3raw is not None:
+            if not isinstance(s3raw, dict):
+                raise ConfigError(f"{source}: [s3] must be a table")
+            unknown = set(s3raw) - {"endpoint", "region", "access_key_id", "secret_access_key", "session_token", "path_style"}
+            if unknown:
+                raise ConfigError(f"{source}: unknown [s3] keys: {', '.join(sorted(unknown))}")
+            s3 = S3Settings(
+                endpoint=s3raw.get("endpoint") or None,
+                region=s3raw.get("region") or "us-east-1",
+                access_key_id=s3raw.get("access_key_id") or None,
+                secret_access_key=s3raw.get("secret_access_key") or None,
+                session_token=s3raw.get("session_token") or None,
+                path_style=bool(s3raw.get("path_style", True)),
+            )
+        elif warehouse.startswith("s3://"):
+            s3 = S3Settings()
+        sections = {k: v for k, v in raw.items() if k not in ("catalog", "s3")}
+        return cls(
+            catalog_uri=uri,
+            warehouse=warehouse,
+            catalog_name=str(cat.get("name") or DEFAULT_CATALOG_NAME),
+            s3=s3,
+            home=Path(home).resolve() if home else None,
+            source=source,
+            sections=sections,
+        )
+
+    @classmethod
+    def resolve(cls, *, home: str | None = None, config: str | None = None) -> Config:
+        """CLI precedence: --config, --home, $ICEBERGDO_CONFIG, $ICEBERGDO_HOME, ./lakehouse."""
+        if config and home:
+            raise ConfigError("give either --config or --home, not both")
+        if config:
+            return cls.from_file(config)
+        if home:
+            return cls.from_home(home)
+        if os.environ.get(ENV_CONFIG):
+            return cls.from_file(os.environ[ENV_CONFIG])
+        return cls.from_home(os.environ.get(ENV_HOME) or "lakehouse")
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def is_s3(self) -> bool:
+        return self.warehouse.startswith("s3://")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.catalog_uri.startswith("sqlite")
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.sections.get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.source}: [{name}] must be a table")
+        return value
+
+    def catalog_properties(self) -> dict[str, str]:
+        props = {"uri": self.catalog_uri, "warehouse": self.warehouse}
+        if self.s3:
+            props.update(self.s3.fileio_properties())
+        return props
+
+    def redacted(self) -> dict[str, Any]:
+        """For display: never contains a secret or a database password."""
+        return {
+            "source": self.source,
+            "catalog_name": self.catalog_name,
+            "catalog_uri": redact_uri(self.catalog_uri),
+            "warehouse": self.warehouse,
+            "s3": self.s3.redacted() if self.s3 else None,
+        }
+
+
+def redact_uri(uri: str) -> str:
+    """Drop the password from a SQLAlchemy URI (postgresql+psycopg://user:pw@host/db)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", uri)
+
+
+def _absolute_sqlite(uri: str) -> str:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def _normalise_warehouse(warehouse: str, source: str) -> str:
+    parsed = urlparse(warehouse)
+    if parsed.scheme in ("s3", "s3a"):
+        if not parsed.netloc:
+            raise ConfigError(f"{source}: warehouse {warehouse!r} has no bucket")
+        return f"s3://{parsed.netloc}{parsed.path}".rstrip("/")
+    if parsed.scheme == "file":
+        local = (parsed.netloc + parsed.path) if parsed.netloc in ("", ".", "..") else parsed.path
+        return Path(local).resolve().as_uri()
+    if parsed.scheme == "":
+        return Path(warehouse).resolve().as_uri()
+    raise ConfigError(f"{source}: warehouse must be file://… or s3://bucket/prefix, got scheme {parsed.scheme!r}")

@@ -1,0 +1,141 @@
+"""The ADR-0002 path layout, applied by pyiceberg itself through a LocationProvider.
+
+    {warehouse}/events/{YYYY}/{MM}/{DD}/{HH}/{ulid}.parquet       raw events (hour partitions)
+    {warehouse}/{namespace}/{collection}/deltas/{YYYY}/{MM}/{DD}/  CDC change log (day partitions)
+    {warehouse}/{namespace}/{collection}/data/                     CDC current state
+    {warehouse}/catalog/{namespace}.{table}/metadata/              table metadata (*.metadata.json)
+    {warehouse}/catalog/{namespace}.{table}/manifests/             manifests and manifest lists (*.avro)
+
+Every file name carries a ULID or UUID, so two writers can never overwrite each other's file.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import UTC, datetime, timedelta
+
+from pyiceberg.partitioning import PartitionKey
+from pyiceberg.table.locations import LocationProvider
+from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform
+from pyiceberg.typedef import Properties
+from ulid import ULID
+
+from icebergdo.errors import BadNameError
+
+PROVIDER_IMPL = "icebergdo.layout.AdrLocationProvider"
+MANIFESTS_PATH_PROPERTY = "icebergdo.write.manifests.path"
+EVENTS_NAMESPACE = "events"
+EVENTS_TABLE = "events.raw"
+RESERVED_NAMESPACES = frozenset({EVENTS_NAMESPACE, "catalog"})
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EVENT_FILE_RE = re.compile(r"events/\d{4}/\d{2}/\d{2}/\d{2}/[0-9A-Z]{26}\.parquet$")
+
+
+def validate_name(part: str, what: str = "name") -> str:
+    """Reject anything that could leave its folder (`/`, `..`) or split an identifier (`.`)."""
+    if not isinstance(part, str) or not _NAME.match(part):
+        raise BadNameError(
+            f"invalid {what} {part!r}: use letters, digits, '_' or '-' (no '/', '.', '..' or spaces, at most 128 chars)"
+        )
+    return part
+
+
+def split_identifier(identifier: str | tuple[str, ...]) -> tuple[str, str]:
+    """`"ns.table"` → `("ns", "table")`, validating both parts."""
+    parts = tuple(identifier) if isinstance(identifier, tuple) else tuple(str(identifier).split("."))
+    if len(parts) != 2:
+        raise BadNameError(f"invalid table name {'.'.join(parts)!r}: expected 'namespace.table'")
+    return validate_name(parts[0], "namespace"), validate_name(parts[1], "table")
+
+
+def table_location(warehouse: str, identifier: str) -> str:
+    ns, name = split_identifier(identifier)
+    return f"{warehouse.rstrip('/')}/catalog/{ns}.{name}"
+
+
+def table_properties(warehouse: str, identifier: str, data_path: str) -> dict[str, str]:
+    """Table properties that route pyiceberg's writes into the ADR layout."""
+    location = table_location(warehouse, identifier)
+    return {
+        "write.py-location-provider.impl": PROVIDER_IMPL,
+        "write.data.path": f"{warehouse.rstrip('/')}/{data_path.strip('/')}",
+        "write.metadata.path": f"{location}/metadata",
+        MANIFESTS_PATH_PROPERTY: f"{location}/manifests",
+    }
+
+
+def events_table_properties(warehouse: str) -> dict[str, str]:
+    return table_properties(warehouse, EVENTS_TABLE, EVENTS_NAMESPACE)
+
+
+def collection_data_path(namespace: str, collection: str, part: str) -> str:
+    """`{namespace}/{collection}/{part}` where part is `deltas`, `data` or `snapshots`."""
+    return f"{validate_name(namespace, 'namespace')}/{validate_name(collection, 'collection')}/{part}"
+
+
+class data_file_prefix:
+    """Context manager: data files written by this thread get `prefix` before their ULID (e.g. `_compact-`).
+
+    pyiceberg writes files in worker threads, so the prefix is process-wide while set; callers
+    that set it hold it only for the duration of their own write.
+    """
+
+    _lock = threading.Lock()
+    current: str = ""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def __enter__(self) -> None:
+        data_file_prefix._lock.acquire()
+        data_file_prefix.current = self.prefix
+
+    def __exit__(self, *exc: object) -> None:
+        data_file_prefix.current = ""
+        data_file_prefix._lock.release()
+
+
+def partition_dir(partition_key: PartitionKey | None) -> str:
+    """The folder of one partition: hour → YYYY/MM/DD/HH, day → YYYY/MM/DD, others → name=value."""
+    if partition_key is None or not partition_key.partition_spec.fields:
+        return ""
+    parts: list[str] = []
+    record = partition_key.partition
+    for pos, pfield in enumerate(partition_key.partition_spec.fields):
+        value = record[pos]
+        if value is None:
+            parts.append(f"{pfield.name}=null")
+        elif isinstance(pfield.transform, HourTransform):
+            parts.append((_EPOCH + timedelta(hours=int(value))).strftime("%Y/%m/%d/%H"))
+        elif isinstance(pfield.transform, DayTransform):
+            day = value if isinstance(value, int) else (value - _EPOCH.date()).days
+            parts.append((_EPOCH + timedelta(days=int(day))).strftime("%Y/%m/%d"))
+        elif isinstance(pfield.transform, IdentityTransform):
+            parts.append(f"{pfield.name}={value}")
+        else:
+            parts.append(f"{pfield.name}={pfield.transform.to_human_string(pfield.transform.result_type(partition_key.schema.find_type(pfield.source_id)), value)}")
+    return "/".join(parts)
+
+
+class AdrLocationProvider(LocationProvider):
+    """pyiceberg LocationProvider for the ADR layout (set as `write.py-location-provider.impl`)."""
+
+    def __init__(self, table_location: str, table_properties: Properties):
+        super().__init__(table_location, table_properties)
+        self.manifests_path = (
+            table_properties.get(MANIFESTS_PATH_PROPERTY) or f"{self.table_location.rstrip('/')}/manifests"
+        ).rstrip("/")
+
+    def new_data_location(self, data_file_name: str, partition_key: PartitionKey | None = None) -> str:
+        ext = data_file_name.rsplit(".", 1)[-1] if "." in data_file_name else "parquet"
+        name = f"{data_file_prefix.current}{ULID()}.{ext}"
+        folder = partition_dir(partition_key)
+        return f"{self.data_path}/{folder}/{name}" if folder else f"{self.data_path}/{name}"
+
+    def new_metadata_location(self, metadata_file_name: str) -> str:
+        if metadata_file_name.endswith(".avro"):
+            return f"{self.manifests_path}/{metadata_file_name}"
+        return f"{self.metadata_path}/{metadata_file_name}"

@@ -1,0 +1,72 @@
+"""Shared fixtures: every lakehouse test runs on two real backends.
+
+- `local`: a folder warehouse with an embedded SQLite catalog;
+- `s3pg`:  a SeaweedFS S3 warehouse (127.0.0.1) with a PostgreSQL catalog (private cluster, 127.0.0.1).
+
+The servers are started once per test session by `tests/servers.py` and stopped at its end.
+A missing server binary is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from icebergdo import Config, Lakehouse
+from tests import servers
+
+BACKENDS = ["local", "s3pg"]
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.SeaweedFS]:
+    server = servers.start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Postgres]:
+    server = servers.start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make_config(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Config:
+    """A fresh, empty lakehouse on `backend` (a new bucket prefix and database for s3pg)."""
+    if backend == "local":
+        return Config.from_home(tmp_path / "lakehouse")
+    s3: servers.SeaweedFS = request.getfixturevalue("seaweedfs")
+    pg: servers.Postgres = request.getfixturevalue("postgres")
+    n = next(_counter)
+    bucket = s3.create_bucket(f"t{n}-{tmp_path.name}".lower().replace("_", "-")[:60])
+    return Config.from_dict(
+        {
+            "catalog": {"uri": pg.create_database(f"cat{n}"), "warehouse": f"s3://{bucket}/lake"},
+            "s3": s3.s3_settings(),
+        },
+        source=f"test s3pg #{n}",
+    )
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def config(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Config:
+    return make_config(request, backend, tmp_path)
+
+
+@pytest.fixture
+def lh(config: Config) -> Lakehouse:
+    return Lakehouse.open(config)
