@@ -155,6 +155,12 @@ class Lakehouse:
         files = int(summary["added-data-files"]) if summary and "added-data-files" in summary else 0
         return AppendResult(name, snap.snapshot_id if snap else None, batch.num_rows, files)
 
+    # -- buffered writer (issue 4: icebergdo/writer.py) -------------------------------------
+
+    # -- CDC collections (issue 5: icebergdo/cdc.py) ----------------------------------------
+
+    # -- maintenance (issue 6: icebergdo/maintenance) ---------------------------------------
+
     # -- reading ---------------------------------------------------------------------------
     def duckdb(self, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with one view per table, as of now (`events` is `events.raw`)."""

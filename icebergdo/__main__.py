@@ -1,0 +1,5 @@
+import sys
+
+from icebergdo.cli import main
+
+sys.exit(main())
