@@ -54,6 +54,9 @@ class S3Settings:
     session_token: str | None = field(default=None, repr=False)
     path_style: bool = True
 
+    def __repr__(self) -> str:
+        return f"S3Settings({self.redacted()})"
+
     def redacted(self) -> dict[str, Any]:
         return {
             "endpoint": self.endpoint,
@@ -199,6 +202,9 @@ class Config:
             props.update(self.s3.fileio_properties())
         return props
 
+    def __repr__(self) -> str:
+        return f"Config({self.redacted()})"
+
     def redacted(self) -> dict[str, Any]:
         """For display: never contains a secret or a database password."""
         return {
@@ -229,7 +235,8 @@ def _normalise_warehouse(warehouse: str, source: str) -> str:
             raise ConfigError(f"{source}: warehouse {warehouse!r} has no bucket")
         return f"s3://{parsed.netloc}{parsed.path}".rstrip("/")
     if parsed.scheme == "file":
-        local = (parsed.netloc + parsed.path) if parsed.netloc in ("", ".", "..") else parsed.path
+        # file:///abs/path is absolute; file://rel/path (a "host" that isn't localhost) is relative to the cwd.
+        local = parsed.path if parsed.netloc in ("", "localhost") else parsed.netloc + parsed.path
         return Path(local).resolve().as_uri()
     if parsed.scheme == "":
         return Path(warehouse).resolve().as_uri()
