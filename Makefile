@@ -4,26 +4,29 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv system-deps bench clean
+.PHONY: demo test install install-test system-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-venv: $(BIN)/python
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
 # PostgreSQL (catalog tests), Java + JDBC drivers (Spark tests): installed from Debian when missing.
 system-deps:
 	@bash scripts/system-deps.sh
 
-demo: venv
+demo: install
 	$(BIN)/icebergdo --home lakehouse demo
 
-test: venv system-deps
+test: install-test system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: venv
+bench: install-test
 	$(BIN)/python bench/ingest.py
 
 clean:
