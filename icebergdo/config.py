@@ -53,6 +53,9 @@ class S3Settings:
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
     path_style: bool = True
+    # Seconds. A stalled or unreachable endpoint fails instead of hanging a writer forever.
+    connect_timeout: float = 5.0
+    request_timeout: float = 30.0
 
     def __repr__(self) -> str:
         return f"S3Settings({self.redacted()})"
@@ -68,7 +71,13 @@ class S3Settings:
 
     def fileio_properties(self) -> dict[str, str]:
         """pyiceberg FileIO properties. The region is always set: without it pyarrow asks the network."""
-        props = {"s3.region": self.region, "s3.force-virtual-addressing": str(not self.path_style).lower()}
+        props = {
+            "py-io-impl": "pyiceberg.io.pyarrow.PyArrowFileIO",
+            "s3.region": self.region,
+            "s3.force-virtual-addressing": str(not self.path_style).lower(),
+            "s3.connect-timeout": str(self.connect_timeout),
+            "s3.request-timeout": str(self.request_timeout),
+        }
         if self.endpoint:
             props["s3.endpoint"] = self.endpoint
         if self.access_key_id:
@@ -78,6 +87,23 @@ class S3Settings:
         if self.session_token:
             props["s3.session-token"] = self.session_token
         return props
+
+
+def _seconds(table: dict[str, Any], key: str, default: float, source: str) -> float:
+    value = table.get(key, default)
+    # At least 1 s: the AWS SDK under pyarrow counts stalls in whole seconds (less means "no limit").
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
+        raise ConfigError(f"{source}: [s3] {key} must be a number of seconds >= 1, got {value!r}")
+    return float(value)
+
+
+def _as_bool(value: Any, where: str) -> bool:
+    """TOML booleans, or "true"/"false" text (what `${ENV}` interpolation produces)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
 
 
 def _mask(value: str | None) -> str | None:
@@ -144,7 +170,10 @@ class Config:
         if s3raw is not None:
             if not isinstance(s3raw, dict):
                 raise ConfigError(f"{source}: [s3] must be a table")
-            unknown = set(s3raw) - {"endpoint", "region", "access_key_id", "secret_access_key", "session_token", "path_style"}
+            unknown = set(s3raw) - {
+                "endpoint", "region", "access_key_id", "secret_access_key", "session_token", "path_style",
+                "connect_timeout", "request_timeout",
+            }
             if unknown:
                 raise ConfigError(f"{source}: unknown [s3] keys: {', '.join(sorted(unknown))}")
             s3 = S3Settings(
@@ -153,7 +182,9 @@ class Config:
                 access_key_id=s3raw.get("access_key_id") or None,
                 secret_access_key=s3raw.get("secret_access_key") or None,
                 session_token=s3raw.get("session_token") or None,
-                path_style=bool(s3raw.get("path_style", True)),
+                path_style=_as_bool(s3raw.get("path_style", True), f"{source}: [s3] path_style"),
+                connect_timeout=_seconds(s3raw, "connect_timeout", 5.0, source),
+                request_timeout=_seconds(s3raw, "request_timeout", 30.0, source),
             )
         elif warehouse.startswith("s3://"):
             s3 = S3Settings()

@@ -130,7 +130,11 @@ class Lakehouse:
     def append_events(self, rows: Any, *, snapshot_properties: dict[str, str] | None = None) -> AppendResult:
         """Validate and append events (dicts or a pyarrow.Table) in one commit: all or nothing."""
         batch = to_events(rows)
-        return self.append(layout.EVENTS_TABLE, batch, snapshot_properties=snapshot_properties, sort_by="ts")
+        result = self.append(layout.EVENTS_TABLE, batch, snapshot_properties=snapshot_properties, sort_by="ts")
+        from icebergdo.cdc import route_events
+
+        route_events(self, batch)  # cdc.* / collection.* events → their collections (docs/cdc.md)
+        return result
 
     def append(
         self,
@@ -140,26 +144,78 @@ class Lakehouse:
         snapshot_properties: dict[str, str] | None = None,
         sort_by: str | None = None,
     ) -> AppendResult:
-        """One commit of an Arrow batch to any table (sorted by `sort_by` first)."""
-        table = self.table(name)
+        """One commit of an Arrow batch to any table (sorted by `sort_by` first).
+
+        Idempotent per `icebergdo.batch-id` (a snapshot property; generated when absent): transient
+        failures are retried with jitter and a batch id already in the history is not committed again
+        (see `icebergdo.commit`). Storage/catalog failures raise `StorageError`.
+        """
+        from icebergdo import commit
+
+        table = commit.call_with_retry(lambda: self.table(name), what=f"{name}: loading the table", config=self.config)
         if batch.num_rows == 0:
             return AppendResult(name, None, 0, 0)
         if sort_by:
             batch = batch.take(pc.sort_indices(batch, [(sort_by, "ascending")]))
         try:
-            table.append(batch, snapshot_properties=snapshot_properties or {})
+            outcome = commit.append_idempotent(
+                lambda: self.table(name),
+                batch,
+                table=table,
+                snapshot_properties=snapshot_properties,
+                config=self.config,
+                what=name,
+                lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
+            )
         except (ValueError, TypeError) as e:
             raise BadInputError(f"{name}: batch does not fit the table schema: {e}") from None
-        snap = table.current_snapshot()
+        snap = outcome.snapshot
         summary = snap.summary if snap else None
         files = int(summary["added-data-files"]) if summary and "added-data-files" in summary else 0
         return AppendResult(name, snap.snapshot_id if snap else None, batch.num_rows, files)
 
     # -- buffered writer (issue 4: icebergdo/writer.py) -------------------------------------
+    def writer(self, table: str = layout.EVENTS_TABLE, **options: Any) -> Any:
+        """A buffered, thread-safe writer (context manager): few commits from many appends.
+
+        Options: max_rows, max_bytes, max_age, wal_dir / durable, unknown, block_timeout, ...
+        (see `icebergdo.writer.Writer` and docs/writer.md).
+        """
+        from icebergdo.writer import Writer
+
+        return Writer(self, table, **options)
 
     # -- CDC collections (issue 5: icebergdo/cdc.py) ----------------------------------------
+    def collection(
+        self, namespace: str, name: str, key: Any = None, schema: Any = None, *, buckets: int | None = None
+    ) -> Any:
+        """A CDC collection: change log `{ns}.{name}__deltas` + current state `{ns}.{name}` (docs/cdc.md).
+
+        `key` defaults to the stored key, else ["id"]; `buckets` sets bucket(N, key) for a new one.
+        """
+        from icebergdo.cdc import Collection
+
+        return Collection.open(self, namespace, name, key=key, schema=schema, buckets=buckets)
+
 
     # -- maintenance (issue 6: icebergdo/maintenance) ---------------------------------------
+    def maintain(
+        self, tables: Any = None, steps: Any = None, *, dry_run: bool = False, options: Any = None, progress: Any = None
+    ) -> list[Any]:
+        """Retention, compaction, manifest rewrite, expiry, orphan removal (docs/maintenance.md).
+
+        All tables and all steps by default; returns one `StepReport` per (table, step).
+        """
+        from icebergdo.maintenance import maintain
+
+        return maintain(self, tables, steps, dry_run=dry_run, options=options, progress=progress)
+
+    def health(self, tables: Any = None) -> list[dict[str, Any]]:
+        """Per-table snapshots, files, small files, manifests, unreferenced bytes, last maintenance."""
+        from icebergdo.maintenance import health
+
+        return health(self, tables)
+
 
     # -- reading ---------------------------------------------------------------------------
     def duckdb(self, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
@@ -173,7 +229,7 @@ class Lakehouse:
 
     def query(self, sql: str, params: Any = None) -> pa.Table:
         """Convenience: run SQL over the DuckDB views and return Arrow."""
-        return self.duckdb().execute(sql, params).fetch_arrow_table()
+        return self.duckdb().execute(sql, params).to_arrow_table()
 
     def describe_tables(self) -> list[dict[str, Any]]:
         """One entry per table: where its metadata is, its snapshot, its row count (for `tables --json`)."""

@@ -205,7 +205,7 @@ def events_from_arrow(table: pa.Table, *, now: datetime | None = None, unknown: 
     if "ingested_at" in names:
         out["ingested_at"] = table.column("ingested_at")
     else:
-        out["ingested_at"] = pa.array([now or datetime.now(UTC)] * n, TS) if n else pa.array([], TS)
+        out["ingested_at"] = pa.repeat(pa.scalar(now or datetime.now(UTC), TS), n)
     for name in ("type", "source", "namespace", "collection", "payload"):
         out[name] = table.column(name) if name in names else pa.nulls(n, pa.string())
     if table.column("type").null_count:

@@ -3,6 +3,10 @@
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# Spark tests: a JDK (java runs Spark; javac builds icebergdo's small S3 FileIO once) and the JDBC drivers.
+{ command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1; } || need+=(default-jdk-headless)
+[ -e /usr/share/java/sqlite-jdbc.jar ] || need+=(libxerial-sqlite-jdbc-java)
+[ -e /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 [ -n "${need[*]}" ] || exit 0
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -47,10 +47,13 @@ def make_config(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
     s3: servers.SeaweedFS = request.getfixturevalue("seaweedfs")
     pg: servers.Postgres = request.getfixturevalue("postgres")
     n = next(_counter)
-    bucket = s3.create_bucket(f"t{n}-{tmp_path.name}".lower().replace("_", "-")[:60])
+    # One bucket, a prefix per test: every new bucket is a new SeaweedFS collection with volumes of
+    # its own, and dozens of them exhaust `weed mini`'s volume slots (seen as 500s on upload).
+    bucket = s3.create_bucket("icebergdo-tests")
+    prefix = f"t{n}-{tmp_path.name}".lower().replace("_", "-")
     return Config.from_dict(
         {
-            "catalog": {"uri": pg.create_database(f"cat{n}"), "warehouse": f"s3://{bucket}/lake"},
+            "catalog": {"uri": pg.create_database(f"cat{n}"), "warehouse": f"s3://{bucket}/{prefix}"},
             "s3": s3.s3_settings(),
         },
         source=f"test s3pg #{n}",

@@ -80,3 +80,17 @@ def test_sqlite_catalog_uses_wal_and_busy_timeout(tmp_path: Path) -> None:
     with lh.catalog.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 10_000
+
+
+@pytest.mark.parametrize("value, expected", [("false", False), ('"false"', False), ('"true"', True), ("true", True)])
+def test_path_style_accepts_booleans_and_interpolated_text(tmp_path: Path, value: str, expected: bool) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[catalog]\nuri = 'sqlite:///x.db'\nwarehouse = 's3://b/p'\n[s3]\npath_style = {value}\n")
+    assert Config.from_file(cfg).s3.path_style is expected
+
+
+def test_path_style_rejects_garbage(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[catalog]\nuri = 'sqlite:///x.db'\nwarehouse = 's3://b/p'\n[s3]\npath_style = 'maybe'\n")
+    with pytest.raises(ConfigError, match="path_style: expected true or false"):
+        Config.from_file(cfg)

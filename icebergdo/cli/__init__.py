@@ -14,6 +14,12 @@ from icebergdo.errors import IcebergdoError
 # Each module registers its sub-commands; handlers receive (args, ctx) and return an exit code.
 COMMAND_MODULES = [
     "icebergdo.cli.core",
+    "icebergdo.cli.ingest",
+    "icebergdo.cli.maintain",
+    "icebergdo.cli.spark",
+    "icebergdo.cli.cdc",
+    "icebergdo.cli.dev",
+    "icebergdo.cli.doctor",
 ]
 
 

@@ -1,0 +1,350 @@
+"""Bin-pack compaction: merge a partition's small files into target-sized, sorted files.
+
+Semantics follow Iceberg's `rewrite_data_files` (bin-pack): a file is small below 75 % of
+`write.target-file-size-bytes`; a partition is rewritten when it has at least `min-input-files`
+(5) small files. Outputs are written in the ADR layout with a `_compact-` prefix and committed
+as one `replace` snapshot that removes exactly the input files. Partitions older than
+`rollup_after` are merged whole (all files, from 2 up), so old data ends up one file per partition.
+
+Concurrency: appends during compaction survive (their manifests are carried over on retry).
+If another commit removed one of our inputs (a CDC rewrite, a retention delete), the groups
+that lost an input are dropped — their outputs deleted — and the rest are committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyiceberg.conversions import from_bytes
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import (
+    ArrowScan,
+    _determine_partitions,
+    pyarrow_to_schema,
+    write_file,
+)
+from pyiceberg.manifest import DataFile
+from pyiceberg.partitioning import PartitionSpec
+from pyiceberg.table import FileScanTask, Table, WriteTask
+from pyiceberg.table.snapshots import Operation
+from pyiceberg.transforms import (
+    DayTransform,
+    HourTransform,
+    IdentityTransform,
+    MonthTransform,
+    YearTransform,
+)
+from pyiceberg.typedef import Record
+
+from icebergdo import layout
+from icebergdo.maintenance.common import (
+    MIN_INPUT_FILES_DEFAULT,
+    SMALL_FILE_RATIO,
+    StepReport,
+    table_name,
+    target_file_size,
+)
+from icebergdo.maintenance.files import Store
+from icebergdo.maintenance.rewrite import ReplaceDataFiles
+
+log = logging.getLogger(__name__)
+COMPACT_PREFIX = "_compact-"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_ATTEMPTS = 5
+
+
+@dataclass
+class Group:
+    """The files of one partition that one output set replaces."""
+
+    spec_id: int
+    partition: Record
+    files: list[DataFile]
+    rollup: bool = False
+    outputs: list[DataFile] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.file_size_in_bytes for f in self.files)
+
+
+def partition_end(spec: PartitionSpec, partition: Record) -> datetime | None:
+    """When the partition's time range ends (first time-transform field), or None if not time-partitioned."""
+    for pos, pf in enumerate(spec.fields):
+        value = partition[pos]
+        if value is None:
+            continue
+        if isinstance(pf.transform, HourTransform):
+            return _EPOCH + timedelta(hours=int(value) + 1)
+        if isinstance(pf.transform, DayTransform):
+            days = value if isinstance(value, int) else (value - date(1970, 1, 1)).days
+            return _EPOCH + timedelta(days=int(days) + 1)
+        if isinstance(pf.transform, MonthTransform):
+            y, m = divmod(int(value) + 1, 12)
+            return datetime(1970 + y, m + 1, 1, tzinfo=UTC)
+        if isinstance(pf.transform, YearTransform):
+            return datetime(1970 + int(value) + 1, 1, 1, tzinfo=UTC)
+    return None
+
+
+def sort_columns(table: Table) -> list[str]:
+    """The table's sort order (identity fields), else `ts` when the table has one."""
+    schema = table.schema()
+    cols = []
+    for sf in table.sort_order().fields:
+        if isinstance(sf.transform, IdentityTransform):
+            cols.append(schema.find_column_name(sf.source_id))
+    if not cols and "ts" in schema.column_names:
+        cols = ["ts"]
+    return [c for c in cols if c]
+
+
+def plan_groups(
+    table: Table,
+    *,
+    target_size: int,
+    min_input_files: int = MIN_INPUT_FILES_DEFAULT,
+    small_ratio: float = SMALL_FILE_RATIO,
+    rollup_after: float | None = None,
+    now: datetime | None = None,
+) -> tuple[list[Group], list[str]]:
+    """Which partitions to rewrite, from the current snapshot. Returns (groups, notes)."""
+    notes: list[str] = []
+    if table.current_snapshot() is None:
+        return [], ["empty table"]
+    now = now or datetime.now(UTC)
+    by_partition: dict[tuple[int, Record], list[FileScanTask]] = defaultdict(list)
+    for task in table.scan().plan_files():
+        by_partition[(task.file.spec_id, task.file.partition)].append(task)
+    specs = table.specs()
+    default_spec = table.spec().spec_id
+    small = int(target_size * small_ratio)
+    groups: list[Group] = []
+    skipped_deletes = skipped_spec = 0
+    for (spec_id, partition), tasks in sorted(by_partition.items(), key=lambda kv: (kv[0][0], repr(kv[0][1]))):
+        if any(t.delete_files for t in tasks):
+            skipped_deletes += 1  # rewriting would have to apply deletes; leave to an engine that does
+            continue
+        if spec_id != default_spec:
+            skipped_spec += 1
+            continue
+        end = partition_end(specs[spec_id], partition)
+        rollup = rollup_after is not None and end is not None and end <= now - timedelta(seconds=rollup_after)
+        if rollup:
+            files = [t.file for t in tasks]
+            if len(files) >= 2:
+                groups += [Group(spec_id, partition, b, rollup=True) for b in _bins(files, target_size)]
+            continue
+        files = [t.file for t in tasks if t.file.file_size_in_bytes < small]
+        if len(files) >= max(2, min_input_files):
+            groups += [Group(spec_id, partition, b) for b in _bins(files, target_size)]
+    if skipped_deletes:
+        notes.append(f"{skipped_deletes} partition(s) with delete files skipped")
+    if skipped_spec:
+        notes.append(f"{skipped_spec} partition(s) of an older partition spec skipped")
+    return groups, notes
+
+
+def _bins(files: list[DataFile], target_size: int) -> list[list[DataFile]]:
+    """Split one partition's inputs into groups of about `target_size` bytes (bounded memory).
+
+    Each group becomes one output file and one unit of conflict handling; a trailing group of a
+    single file joins the previous one (rewriting one file alone gains nothing).
+    """
+    bins: list[list[DataFile]] = [[]]
+    size = 0
+    for f in sorted(files, key=lambda f: f.file_path):
+        if bins[-1] and size + f.file_size_in_bytes > target_size:
+            bins.append([])
+            size = 0
+        bins[-1].append(f)
+        size += f.file_size_in_bytes
+    if len(bins) > 1 and len(bins[-1]) < 2:
+        last = bins.pop()
+        bins[-1].extend(last)
+    return [b for b in bins if len(b) >= 2]
+
+
+def _write_group(table: Table, group: Group, target_size: int, sort_by: list[str], timings: dict[str, float]) -> list[DataFile]:
+    """Read the group's whole files, sort, and write ~target-sized outputs (one partition)."""
+    t0 = time.perf_counter()
+    files = _by_lower_bound(table, group.files, sort_by)
+    scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+    data = scan.to_table([FileScanTask(f) for f in files])
+    t1 = time.perf_counter()
+    expected = sum(f.record_count for f in group.files)
+    if data.num_rows != expected:
+        raise RuntimeError(f"read {data.num_rows} rows from {len(group.files)} files whose metadata says {expected}")
+    if sort_by and data.num_rows and not _is_sorted(data, sort_by):
+        data = data.take(pc.sort_indices(data, [(c, "ascending") for c in sort_by]))
+    t2 = time.perf_counter()
+    n_out = max(1, math.ceil(group.bytes / target_size))
+    per = math.ceil(data.num_rows / n_out) if data.num_rows else 0
+    md = table.metadata
+    task_schema = pyarrow_to_schema(data.schema, name_mapping=md.schema().name_mapping, format_version=md.format_version)
+    spec = table.specs()[group.spec_id]
+    tasks = []
+    write_uuid = uuid.uuid4()
+    for i in range(n_out):
+        chunk = data.slice(i * per, per)
+        if not chunk.num_rows:
+            continue
+        # Every row of the group is in one partition: derive its key from one row, not all of them.
+        key = next(iter(_determine_partitions(spec, md.schema(), chunk.slice(0, 1)))).partition_key if spec.fields else None
+        if key is not None and key.partition != group.partition:
+            raise RuntimeError(f"compaction input of partition {group.partition} maps to {key.partition}")
+        tasks.append(WriteTask(write_uuid=write_uuid, task_id=i, schema=task_schema, record_batches=chunk.to_batches(), partition_key=key))
+    with layout.data_file_prefix(COMPACT_PREFIX):
+        outputs = list(write_file(table.io, md, iter(tasks)))
+    t3 = time.perf_counter()
+    for k, v in (("read_s", t1 - t0), ("sort_s", t2 - t1), ("write_s", t3 - t2)):
+        timings[k] = timings.get(k, 0.0) + v
+    if sum(f.record_count for f in outputs) != expected:
+        raise RuntimeError("compaction output row count does not match its input")
+    return outputs
+
+
+def _by_lower_bound(table: Table, files: list[DataFile], sort_by: list[str]) -> list[DataFile]:
+    """Files ordered by their lower bound on the first sort column (from manifest stats).
+
+    Stream-like appends cover successive time slices, so in this order their concatenation is
+    usually sorted already and the (expensive) row shuffle can be skipped.
+    """
+    if not sort_by:
+        return files
+    field = table.schema().find_field(sort_by[0])
+
+    def bound(f: DataFile) -> tuple[int, Any]:
+        raw = (f.lower_bounds or {}).get(field.field_id)
+        return (0, from_bytes(field.field_type, raw)) if raw is not None else (1, 0)
+
+    try:
+        return sorted(files, key=bound)
+    except TypeError:  # incomparable bounds: keep the order
+        return files
+
+
+def _is_sorted(data: pa.Table, sort_by: list[str]) -> bool:
+    """True when a single sort column is already non-decreasing (nulls make it False)."""
+    if len(sort_by) != 1 or data.num_rows < 2:
+        return data.num_rows < 2
+    col = data.column(sort_by[0])
+    if col.null_count:
+        return False
+    return bool(pc.all(pc.greater_equal(col[1:], col[:-1])).as_py())
+
+
+def _live_paths(table: Table) -> set[str]:
+    return {t.file.file_path for t in table.scan().plan_files()}
+
+
+def compact(
+    table: Table,
+    *,
+    store: Store,
+    dry_run: bool = False,
+    target_size: int | None = None,
+    min_input_files: int = MIN_INPUT_FILES_DEFAULT,
+    rollup_after: float | None = None,
+    progress: Callable[[str], None] = lambda _m: None,
+    reload: Callable[[], Table] | None = None,
+) -> StepReport:
+    """Compact `table`; `reload` returns a fresh Table (used to re-validate after a conflict)."""
+    started = time.monotonic()
+    name = table_name(table)
+    target = target_size or target_file_size(table)
+    groups, notes = plan_groups(table, target_size=target, min_input_files=min_input_files, rollup_after=rollup_after)
+    report = StepReport(name, "compact", dry_run, notes=notes)
+    report.files_in = sum(len(g.files) for g in groups)
+    report.bytes_in = sum(g.bytes for g in groups)
+    report.details["groups"] = len(groups)
+    report.details["rollup_groups"] = sum(1 for g in groups if g.rollup)
+    if dry_run or not groups:
+        report.files_out = sum(max(1, math.ceil(g.bytes / target)) for g in groups)
+        report.seconds = time.monotonic() - started
+        return report
+    sort_by = sort_columns(table)
+    timings: dict[str, float] = {"plan_s": time.monotonic() - started}
+    report.details["timings"] = timings
+    try:
+        for i, g in enumerate(groups, 1):
+            g.outputs = _write_group(table, g, target, sort_by, timings)
+            progress(f"{name}: compact group {i}/{len(groups)}: {len(g.files)} files → {len(g.outputs)}")
+    except BaseException:
+        for g in groups:  # nothing was committed: the outputs written so far are ours to remove
+            store.delete(f.file_path for f in g.outputs)
+        raise
+    aborted: list[Group] = []
+    committed = False
+    commit_started = time.monotonic()
+    # Outputs are deleted only when the commit is known not to have landed (a conflict); on any
+    # other error the outcome is unknown and they are left for orphan removal.
+    for _attempt in range(MAX_ATTEMPTS):
+        if not groups:
+            break
+        try:
+            tx = table.transaction()
+            producer = ReplaceDataFiles(
+                operation=Operation.REPLACE,
+                transaction=tx,
+                io=table.io,
+                snapshot_properties={"icebergdo.maintenance": "compact"},
+            )
+            for g in groups:
+                for f in g.files:
+                    producer.delete_data_file(f)
+                for f in g.outputs:
+                    producer.append_data_file(f)
+            producer.commit()
+            table = tx.commit_transaction()
+            committed = True
+            break
+        except Exception as e:
+            if not _is_conflict(e):
+                raise
+            log.info("%s: compaction conflicted (%s); re-validating inputs", name, e)
+            table = reload() if reload else table.refresh()
+            live = _live_paths(table)
+            keep = [g for g in groups if all(f.file_path in live for f in g.files)]
+            kept = {id(g) for g in keep}
+            for g in groups:
+                if id(g) not in kept:
+                    aborted.append(g)
+                    store.delete(f.file_path for f in g.outputs)
+                    progress(f"{name}: group {g.partition} aborted: an input file was removed concurrently")
+            groups = keep
+    if groups and not committed:
+        for g in groups:
+            store.delete(f.file_path for f in g.outputs)
+        raise CommitFailedException(f"{name}: compaction could not commit after {MAX_ATTEMPTS} attempts")
+    timings["commit_s"] = time.monotonic() - commit_started
+    if committed:
+        snap = table.current_snapshot()
+        report.snapshot_id = snap.snapshot_id if snap else None
+    report.files_in = sum(len(g.files) for g in groups)
+    report.bytes_in = sum(g.bytes for g in groups)
+    report.files_out = sum(len(g.outputs) for g in groups)
+    report.bytes_out = sum(f.file_size_in_bytes for g in groups for f in g.outputs)
+    report.details["groups"] = len(groups)
+    report.details["aborted_groups"] = len(aborted)
+    if aborted:
+        report.notes.append(f"{len(aborted)} group(s) aborted: inputs changed concurrently")
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _is_conflict(e: Exception) -> bool:
+    from pyiceberg.exceptions import ValidationException
+
+    return isinstance(e, (CommitFailedException, ValidationException))

@@ -1,0 +1,229 @@
+"""Bucket work for S3 warehouses (R2, SeaweedFS, S3, MinIO) through boto3: create, probe, diagnose.
+
+pyiceberg/pyarrow do the table I/O; this module only answers "can this config use this bucket?"
+before anything is written, and turns S3 error codes into a diagnosis with a fix hint.
+No message built here carries a secret: only the endpoint, bucket, key names and error codes.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ulid import ULID
+
+from icebergdo.config import Config
+from icebergdo.errors import ConfigError
+
+PROBE_PREFIX = "_icebergdo/probe"
+MAX_CLOCK_SKEW_S = 300  # S3/R2 refuse requests signed more than 15 min off; warn well before
+
+
+def _now() -> float:
+    """Our clock (a function so a test can skew it)."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: its name, whether it passed, what was seen, and how to fix it when it failed."""
+
+    name: str
+    ok: bool
+    detail: str
+    hint: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_warehouse(config: Config) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` → ("bucket", "some/prefix")."""
+    if not config.is_s3:
+        raise ConfigError(f"{config.source}: warehouse {config.warehouse} is not on S3")
+    rest = config.warehouse.removeprefix("s3://")
+    bucket, _, prefix = rest.partition("/")
+    return bucket, prefix.strip("/")
+
+
+def s3_client(config: Config) -> Any:
+    """A boto3 S3 client from the same `[s3]` settings pyiceberg and DuckDB use."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    s3 = config.s3
+    if s3 is None:
+        raise ConfigError(f"{config.source}: an s3:// warehouse needs an [s3] table")
+    return boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key_id,
+        aws_secret_access_key=s3.secret_access_key,
+        aws_session_token=s3.session_token,
+        config=BotoConfig(
+            s3={"addressing_style": "path" if s3.path_style else "virtual"},
+            connect_timeout=s3.connect_timeout,
+            read_timeout=s3.request_timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+        ),
+    )
+
+
+def diagnose(exc: BaseException, config: Config, bucket: str) -> tuple[str, str]:
+    """(what went wrong, how to fix it) for a boto3 failure, without secrets."""
+    from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    s3 = config.s3
+    endpoint = (s3.endpoint if s3 else None) or "the default AWS endpoint"
+    key = s3.access_key_id if s3 and s3.access_key_id else "(none)"
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+        return (
+            f"cannot reach endpoint {endpoint}",
+            "wrong endpoint or the server is down: check [s3] endpoint (R2: https://<account id>.r2.cloudflarestorage.com; "
+            "local: `icebergdo dev s3 start`) and the network",
+        )
+    if isinstance(exc, ReadTimeoutError):
+        return (f"endpoint {endpoint} accepted the connection but did not answer", "the server is stalled or overloaded; raise [s3] request_timeout only if it is just slow")
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("InvalidAccessKeyId", "InvalidClientTokenId"):
+            return (f"the access key {_mask(key)} is not known to {endpoint}", "wrong access_key_id: check [s3] access_key_id (or the environment variable it comes from)")
+        if code == "SignatureDoesNotMatch":
+            return (
+                f"the request signature was refused by {endpoint} (key {_mask(key)})",
+                "wrong secret_access_key for this access key (or a clock/region mismatch): check [s3] secret_access_key and region",
+            )
+        if code in ("RequestTimeTooSkewed",) or "skew" in code.lower():
+            return ("the server refused the request time", "clock skew: sync this machine's clock (NTP: `timedatectl set-ntp true`)")
+        if code in ("NoSuchBucket",) or (code in ("404", "NotFound") and status == 404):
+            return (f"bucket {bucket!r} does not exist at {endpoint}", "missing bucket: run `icebergdo init` (creates it) or fix the bucket in [catalog] warehouse")
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+            return (
+                f"access denied to bucket {bucket!r} for key {_mask(key)}",
+                "wrong keys or a token without permission on this bucket: R2 tokens need 'Object Read & Write' on the bucket",
+            )
+        if code in ("AuthorizationHeaderMalformed", "InvalidRegion", "IllegalLocationConstraintException"):
+            return (f"the region {s3.region if s3 else '?'} was refused ({code})", "check [s3] region (R2: auto)")
+        return (f"{code or 'error'} (HTTP {status}) from {endpoint}", "see the provider's error documentation for this code")
+    return (f"{type(exc).__name__}: {_scrub(str(exc), config)}", "check [s3] settings and that the endpoint is an S3 API")
+
+
+def _mask(value: str) -> str:
+    return value[:4] + "…" if len(value) > 8 else value
+
+
+def _scrub(text: str, config: Config) -> str:
+    s3 = config.s3
+    for secret in (s3.secret_access_key, s3.session_token) if s3 else ():
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:300]
+
+
+def check_bucket(client: Any, config: Config, bucket: str, *, create: bool) -> CheckResult:
+    """Does the bucket exist (and is it ours)? Creates it when `create` and it is missing."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        # ListObjects, not HeadBucket: a HEAD error has no body, so a wrong key and a missing
+        # bucket would both be a bare 403/404.
+        client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+        return CheckResult("bucket", True, f"bucket {bucket!r} exists")
+    except (BotoCoreError, ClientError) as e:
+        diagnosis, hint = diagnose(e, config, bucket)
+        missing = isinstance(e, ClientError) and diagnosis.startswith("bucket ")
+        if not (missing and create):
+            return CheckResult("bucket", False, diagnosis, hint)
+    try:
+        client.create_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as e:
+        diagnosis, hint = diagnose(e, config, bucket)
+        return CheckResult("bucket", False, f"bucket {bucket!r} is missing and could not be created: {diagnosis}", hint)
+    return CheckResult("bucket", True, f"bucket {bucket!r} created")
+
+
+def check_permissions(client: Any, config: Config, bucket: str, prefix: str) -> list[CheckResult]:
+    """Write, read, list and delete one small probe object under the warehouse prefix."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    key = "/".join(p for p in (prefix, PROBE_PREFIX, f"{ULID()}.txt") if p)
+    body = b"icebergdo permission probe\n"
+    steps = [
+        ("write", lambda: client.put_object(Bucket=bucket, Key=key, Body=body)),
+        ("read", lambda: _read_back(client, bucket, key, body)),
+        ("list", lambda: _listed(client, bucket, key)),
+        ("delete", lambda: client.delete_object(Bucket=bucket, Key=key)),
+    ]
+    out = []
+    for name, step in steps:
+        try:
+            step()
+            out.append(CheckResult(f"permission {name}", True, f"{name} s3://{bucket}/{key}"))
+        except (BotoCoreError, ClientError, AssertionError) as e:
+            if isinstance(e, AssertionError):
+                out.append(CheckResult(f"permission {name}", False, str(e), "the store is not read-after-write consistent or drops objects"))
+            else:
+                diagnosis, hint = diagnose(e, config, bucket)
+                out.append(CheckResult(f"permission {name}", False, f"{name} refused: {diagnosis}", hint))
+            if name == "write":
+                break  # nothing to read, list or delete
+    return out
+
+
+def _read_back(client: Any, bucket: str, key: str, body: bytes) -> None:
+    got = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert got == body, f"read back {len(got)} bytes, wrote {len(body)}"
+
+
+def _listed(client: Any, bucket: str, key: str) -> None:
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])]
+    assert key in keys, f"probe object {key} not listed right after writing it"
+
+
+def check_clock(client: Any, config: Config, bucket: str) -> CheckResult:
+    """Compare the server's HTTP Date with ours: signed requests fail once clocks drift apart."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+        headers = response["ResponseMetadata"].get("HTTPHeaders", {})
+    except ClientError as e:
+        headers = e.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        code = e.response.get("Error", {}).get("Code", "")
+        if code == "RequestTimeTooSkewed":
+            return CheckResult("clock", False, "the server refused our request time", diagnose(e, config, bucket)[1])
+    except BotoCoreError as e:
+        diagnosis, hint = diagnose(e, config, bucket)
+        return CheckResult("clock", False, diagnosis, hint)
+    date = headers.get("date")
+    if not date:
+        return CheckResult("clock", True, "server sent no Date header; skew not measured")
+    skew = _now() - email.utils.parsedate_to_datetime(date).timestamp()
+    if abs(skew) > MAX_CLOCK_SKEW_S:
+        return CheckResult(
+            "clock", False, f"this machine's clock is {skew:+.0f}s off the server's",
+            "clock skew: sync the clock (NTP: `timedatectl set-ntp true`); S3/R2 refuse requests more than 15 min off",
+        )
+    return CheckResult("clock", True, f"clock within {abs(skew):.0f}s of the server")
+
+
+def check_warehouse(config: Config, *, create_bucket: bool) -> list[CheckResult]:
+    """Endpoint + keys + bucket (+ create) + permissions + clock, stopping at the first blocking failure."""
+    bucket, prefix = split_warehouse(config)
+    client = s3_client(config)
+    results = [check_bucket(client, config, bucket, create=create_bucket)]
+    if not results[-1].ok:
+        return results
+    results += check_permissions(client, config, bucket, prefix)
+    results.append(check_clock(client, config, bucket))
+    return results
+
+
+def init_warehouse(config: Config) -> list[CheckResult]:
+    """For `icebergdo init` on an s3:// warehouse: create the bucket if missing, then check read/write/list/delete."""
+    return check_warehouse(config, create_bucket=True)

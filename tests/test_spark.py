@@ -1,0 +1,290 @@
+"""Apache Spark (Iceberg's Java library) on icebergdo tables, checked against DuckDB.
+
+Both backends: a local folder + SQLite, and SeaweedFS S3 + PostgreSQL. One JVM serves the
+whole test process (`icebergdo.spark.base_session`); each lakehouse gets a light `newSession()`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from icebergdo import Lakehouse, spark_jars
+from icebergdo import spark as isp
+from icebergdo.cli import main as cli_main
+from icebergdo.config import Config
+
+pytestmark = pytest.mark.slow
+
+COLUMNS = "id, type, source, namespace, collection, payload"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_jvm_per_module():
+    """Every test here shares one JVM (each lakehouse gets its own light session); end it after."""
+    yield
+    isp.stop()
+
+
+def _events(n: int, base: datetime, tag: str) -> list[dict[str, Any]]:
+    """Events over three hours, with nulls, unicode and nested JSON payloads."""
+    out = []
+    for i in range(n):
+        out.append(
+            {
+                "ts": (base + timedelta(minutes=37 * i, microseconds=i)).isoformat(),
+                "type": ["webhook", "rpc", "custom"][i % 3],
+                "source": None if i % 4 == 0 else f"src-{i % 5}",
+                "namespace": "shop" if i % 2 else None,
+                "collection": "orders" if i % 2 else None,
+                "payload": {"i": i, "tag": tag, "name": "Zoë ✓", "nested": {"a": [1, 2, i]}},
+            }
+        )
+    return out
+
+
+def _seed(lh: Lakehouse) -> None:
+    base = datetime(2024, 3, 1, 10, 5, tzinfo=UTC)
+    lh.append_events(_events(7, base, "a"))
+    lh.append_events(_events(6, base + timedelta(hours=1), "b"))
+    lh.append_events(_events(5, base + timedelta(hours=2), "c"))
+
+
+def _duck_rows(lh: Lakehouse) -> list[tuple]:
+    return [
+        tuple(r.values())
+        for r in lh.query(f"SELECT {COLUMNS}, epoch_us(ts) AS ts_us, epoch_us(ingested_at) AS ing_us FROM events ORDER BY id").to_pylist()
+    ]
+
+
+def _spark_rows(df: Any) -> list[tuple]:
+    df.createOrReplaceTempView("t_check")
+    rows = df.sparkSession.sql(
+        f"SELECT {COLUMNS}, unix_micros(ts) AS ts_us, unix_micros(ingested_at) AS ing_us FROM t_check ORDER BY id"
+    ).collect()
+    return [tuple(r) for r in rows]
+
+
+def _write_toml(config: Config, path: Path) -> Path:
+    """A config file for the CLI describing the same lakehouse."""
+    lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}", f"warehouse = {json.dumps(config.warehouse)}"]
+    if config.s3:
+        s3 = config.s3
+        lines += ["[s3]", f"endpoint = {json.dumps(s3.endpoint)}", f"region = {json.dumps(s3.region)}"]
+        lines += [f"access_key_id = {json.dumps(s3.access_key_id)}", f"secret_access_key = {json.dumps(s3.secret_access_key)}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- pure helpers ----------------------------------------------------------------------------------
+def test_jdbc_uri_mapping() -> None:
+    assert isp.jdbc_uri("sqlite:////abs/lake/catalog.db") == ("jdbc:sqlite:/abs/lake/catalog.db", {})
+    uri, props = isp.jdbc_uri("postgresql+psycopg://ice%40berg:p%3Ass@db.example:5433/lake")
+    assert uri == "jdbc:postgresql://db.example:5433/lake"
+    assert props == {"jdbc.user": "ice@berg", "jdbc.password": "p:ss"}
+
+
+def test_relocated_jackson_jar_is_complete_and_cached() -> None:
+    """Every Jackson class the runtime jar refers to exists in the rebuilt jar, renamed throughout."""
+    import zipfile
+
+    jar = spark_jars.shaded_jackson_jar()
+    assert spark_jars.shaded_jackson_jar() == jar  # cached: same file, not rebuilt
+    with zipfile.ZipFile(jar) as z:
+        names = set(z.namelist())
+        builder = z.read("org/apache/iceberg/shaded/com/fasterxml/jackson/core/JsonFactoryBuilder.class")
+    assert b"org/apache/iceberg/shaded/com/fasterxml/jackson/core/JsonFactory" in builder
+    assert b"\x01\x00" in builder and b"Lcom/fasterxml/jackson" not in builder
+    assert not any(n.startswith("com/") for n in names)
+    with zipfile.ZipFile(spark_jars.runtime_jar()) as rt:
+        wanted = set()
+        for name in rt.namelist():
+            if name.startswith("org/apache/iceberg/") and name.endswith(".class") and "/shaded/" not in name:
+                data = rt.read(name)
+                start = 0
+                marker = b"org/apache/iceberg/shaded/com/fasterxml/jackson/"
+                while (i := data.find(marker, start)) >= 0:
+                    end = i + len(marker)
+                    while end < len(data) and (chr(data[end]).isalnum() or data[end] in b"/$_"):
+                        end += 1
+                    wanted.add(data[i:end].decode() + ".class")
+                    start = end
+    assert wanted, "the runtime jar should refer to relocated Jackson classes"
+    missing = sorted(w for w in wanted if w not in names)
+    assert not missing, missing[:10]
+
+
+def test_relocate_class_rewrites_constant_pool_lengths() -> None:
+    """A hand-made class file: UTF-8 constants grow and get new length prefixes; the rest is kept."""
+    import struct
+
+    def utf8(text: bytes) -> bytes:
+        return b"\x01" + struct.pack(">H", len(text)) + text
+
+    pool = utf8(b"com/fasterxml/jackson/core/JsonFactory") + b"\x07\x00\x01" + b"\x05" + b"\x00" * 8 + utf8(b"x.com.fasterxml.jackson.y")
+    cls = b"\xca\xfe\xba\xbe\x00\x00\x00\x3d" + struct.pack(">H", 6) + pool + b"TAIL"
+    out = spark_jars.relocate_class(cls)
+    assert utf8(b"org/apache/iceberg/shaded/com/fasterxml/jackson/core/JsonFactory") in out
+    assert utf8(b"x.org.apache.iceberg.shaded.com.fasterxml.jackson.y") in out
+    assert out.endswith(b"\x07\x00\x01\x05" + b"\x00" * 8 + utf8(b"x.org.apache.iceberg.shaded.com.fasterxml.jackson.y") + b"TAIL")
+
+
+# -- Spark on real lakehouses ----------------------------------------------------------------------
+def test_spark_reads_events_like_duckdb(lh: Lakehouse) -> None:
+    _seed(lh)
+    expected = _duck_rows(lh)
+    assert len(expected) == 18
+    spark = isp.session(lh)
+    by_catalog = _spark_rows(spark.table(f"{lh.config.catalog_name}.events.raw"))
+    assert by_catalog == expected
+    metadata = lh.table("events.raw").metadata_location
+    by_path = _spark_rows(isp.read_metadata(lh, metadata, spark))
+    assert by_path == expected
+    # A filter on the hour-partitioned column gives the same answer in both engines.
+    n = spark.sql("SELECT count(*) FROM events.raw WHERE ts >= TIMESTAMP '2024-03-01 12:00:00'").collect()[0][0]
+    expected_n = lh.query("SELECT count(*) AS n FROM events WHERE ts >= TIMESTAMPTZ '2024-03-01 12:00:00+00'").to_pylist()[0]["n"]
+    assert n == expected_n and 0 < n < 18
+
+
+def test_spark_insert_is_read_back_by_icebergdo(lh: Lakehouse) -> None:
+    _seed(lh)
+    spark = isp.session(lh)
+    spark.sql(
+        "INSERT INTO events.raw VALUES ('01SPARKINSERT0000000000000', TIMESTAMP '2024-03-02 08:30:00.123456', "
+        "'custom', 'spark', 'shop', 'orders', '{\"by\":\"spark\"}', TIMESTAMP '2024-03-02 08:31:00')"
+    )
+    row = lh.query("SELECT type, source, payload, epoch_us(ts) AS us FROM events WHERE id = '01SPARKINSERT0000000000000'").to_pylist()
+    assert row == [{"type": "custom", "source": "spark", "payload": '{"by":"spark"}', "us": 1709368200123456}]
+    assert lh.query("SELECT count(*) AS n FROM events").to_pylist()[0]["n"] == 19
+    table = lh.table("events.raw")
+    assert table.scan().to_arrow().num_rows == 19
+    # Java ignores our Python location provider but honours write.data.path.
+    spark_files = [p for p in table.inspect.files().column("file_path").to_pylist() if "ts_hour=" in p]
+    assert len(spark_files) == 1
+    data_path = table.properties["write.data.path"]
+    assert spark_files[0].replace("file:/", "file:///", 1).startswith(data_path) or spark_files[0].startswith(data_path)
+    # pyiceberg can keep appending after Spark's commit.
+    lh.append_events(_events(2, datetime(2024, 3, 3, tzinfo=UTC), "after"))
+    assert spark.sql("SELECT count(*) FROM events.raw").collect()[0][0] == 21
+
+
+def test_spark_rewrite_data_files_keeps_content(lh: Lakehouse) -> None:
+    _seed(lh)
+    before = _duck_rows(lh)
+    files_before = len(lh.table("events.raw").inspect.files())
+    assert isp.maintain(lh, ["events.raw"], {"compact"}, False)[0]["rewritten_data_files_count"] == 0  # < 5 files per hour
+    # Another maintainer (e.g. the Python engine) holds the table: Spark leaves it alone.
+    from icebergdo.maintenance.lock import TableLock
+
+    with TableLock(lh.catalog.engine, lh.config.catalog_name, "events.raw"):
+        busy = isp.maintain(lh, ["events.raw"], {"compact"}, False, min_input_files=1)
+    assert busy == [{"table": "events.raw", "step": "all", "engine": "spark", "dry_run": False, "skipped": "another maintainer holds the lock"}]
+    assert len(lh.table("events.raw").inspect.files()) == files_before
+    out = isp.maintain(lh, ["events.raw"], {"compact"}, False, min_input_files=1)
+    hours = lh.query("SELECT count(DISTINCT date_trunc('hour', ts)) AS n FROM events").to_pylist()[0]["n"]
+    assert files_before > hours == 5
+    added, rewritten = out[0]["added_data_files_count"], out[0]["rewritten_data_files_count"]
+    # Every multi-file hour became one file; a lone file is left as it is.
+    untouched = hours - added
+    assert out[0]["step"] == "compact" and rewritten == files_before - untouched and added >= 3
+    assert _duck_rows(lh) == before
+    assert len(lh.table("events.raw").inspect.files()) == hours
+
+
+def test_spark_maintain_all_steps(lh: Lakehouse) -> None:
+    _seed(lh)
+    before = _duck_rows(lh)
+    table = lh.table("events.raw")
+    data_path = table.properties["write.data.path"]
+    orphan = f"{data_path}/2024/03/01/10/01ORPHANORPHANORPHANORPHAN0.parquet"
+    with table.io.new_output(orphan).create(overwrite=True) as f:
+        f.write(b"not referenced by any snapshot")
+    hint = table.metadata_location.rsplit("/", 1)[0] + "/version-hint.text"
+    assert table.io.new_input(hint).exists()
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    files_before = len(table.inspect.files())
+
+    dry = isp.maintain(lh, None, {"orphans", "expire"}, True, orphan_older_than=later)
+    assert {d["step"] for d in dry} == {"orphans", "expire"}
+    dry_orphans = next(d for d in dry if d["step"] == "orphans")
+    assert [p.endswith("01ORPHANORPHANORPHANORPHAN0.parquet") for p in dry_orphans["orphan_files"]] == [True]
+    assert table.io.new_input(orphan).exists()  # dry run deletes nothing
+
+    out = isp.maintain(
+        lh, None, {"compact", "expire", "orphans", "manifests"}, False,
+        older_than=later, retain_last=1, orphan_older_than=later, min_input_files=1,
+    )
+    steps = {d["step"]: d for d in out}
+    assert set(steps) == {"compact", "expire", "orphans", "manifests"}
+    assert steps["compact"]["rewritten_data_files_count"] >= files_before - 2
+    assert steps["expire"]["deleted_data_files_count"] == steps["compact"]["rewritten_data_files_count"]
+    assert steps["orphans"]["orphan_file_count"] == 1
+    assert not table.io.new_input(orphan).exists()
+    assert table.io.new_input(hint).exists()  # Iceberg treats the version hint as metadata, not an orphan
+    fresh = lh.table("events.raw")
+    assert len(fresh.snapshots()) == 1
+    assert _duck_rows(lh) == before
+    assert fresh.scan().to_arrow().num_rows == 18
+
+
+def test_spark_sql_cli(lh: Lakehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _seed(lh)
+    cfg = _write_toml(lh.config, tmp_path / "lake.toml")
+    rc = cli_main(["--config", str(cfg), "spark-sql", "SELECT type, count(*) AS n FROM events.raw GROUP BY type ORDER BY type", "--format", "json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got == lh.query("SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type").to_pylist()
+    assert sum(r["n"] for r in got) == 18
+    # `maintain --engine spark` dispatches here; orphans with Iceberg's defaults (3-day window) via the procedure.
+    rc = cli_main(["--config", str(cfg), "maintain", "--engine", "spark", "--orphans", "--table", "events.raw"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["table"], r["step"], r["orphan_file_count"]) for r in report] == [("events.raw", "orphans", 0)]
+    rc = cli_main(["--config", str(cfg), "spark-sql", "SELECT * FROM events.nope"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "spark-sql failed" in err and "nope" in err and "\n\tat " not in err
+
+
+def test_session_errors_name_the_problem(tmp_path: Path) -> None:
+    from icebergdo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="JDBC"):
+        isp.catalog_conf(Config(catalog_uri="mysql://h/db", warehouse=(tmp_path / "w").as_uri()))
+    with pytest.raises(ConfigError, match="catalog name"):
+        isp.catalog_conf(Config(catalog_uri=f"sqlite:///{tmp_path}/c.db", warehouse=(tmp_path / "w").as_uri(), catalog_name="a-b"))
+    assert shutil.which("java") or spark_jars.java_home()
+
+
+def test_spark_reads_cdc_current_state(lh: Lakehouse) -> None:
+    """A collection's current state (bucket-partitioned, copy-on-write folds) and its change log."""
+    coll = lh.collection("shop", "orders")
+    t0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+    changes = [
+        {"op": "insert", "ts": (t0 + timedelta(seconds=i)).isoformat(), "seq": i, "id": f"o{i}", "qty": i, "note": f"n{i} ✓"}
+        for i in range(1, 9)
+    ]
+    coll.apply(changes)
+    coll.apply(
+        [
+            {"op": "update", "ts": (t0 + timedelta(minutes=5)).isoformat(), "seq": 20, "id": "o2", "qty": 200, "note": "changed"},
+            {"op": "delete", "ts": (t0 + timedelta(minutes=6)).isoformat(), "seq": 21, "id": "o3"},
+        ]
+    )
+    cols = "id, qty, note, _seq"
+    expected = [tuple(r.values()) for r in lh.query(f"SELECT {cols} FROM shop.orders ORDER BY id").to_pylist()]
+    assert len(expected) == 7 and ("o2", 200, "changed", 20) in expected
+    spark = isp.session(lh)
+    got = [tuple(r) for r in spark.sql(f"SELECT {cols} FROM shop.orders ORDER BY id").collect()]
+    assert got == expected
+    state = lh.table("shop.orders")
+    by_path = isp.read_metadata(lh, state.metadata_location, spark)
+    by_path.createOrReplaceTempView("state_by_path")
+    assert [tuple(r) for r in spark.sql(f"SELECT {cols} FROM state_by_path ORDER BY id").collect()] == expected
+    n_log = lh.query("SELECT count(*) AS n FROM shop.orders__deltas").to_pylist()[0]["n"]
+    assert spark.sql("SELECT count(*) FROM shop.orders__deltas").collect()[0][0] == n_log == 10

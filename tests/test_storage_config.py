@@ -1,0 +1,191 @@
+"""S3 configs (R2, SeaweedFS, PostgreSQL), `icebergdo init` bucket checks, `icebergdo doctor` diagnoses, `dev s3`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from icebergdo import s3dev, storage
+from icebergdo.cli import main
+from icebergdo.config import Config
+from icebergdo.duck import s3_secret_sql
+from icebergdo.errors import ConfigError
+from tests import servers
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "catalog-config"
+ENV = {
+    "R2_ACCOUNT_ID": "0123456789abcdef0123456789abcdef",
+    "R2_ACCESS_KEY_ID": "r2-access-key-id-value",
+    "R2_SECRET_ACCESS_KEY": "r2-very-secret-value",
+    "ICEBERGDO_PG_PASSWORD": "pg-very-secret",
+    "SEAWEEDFS_ACCESS_KEY": "dev-access",
+    "SEAWEEDFS_SECRET_KEY": "dev-very-secret",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    return ENV
+
+
+def test_r2_config_parses_with_env(env: dict[str, str]) -> None:
+    config = Config.from_file(CONFIG_DIR / "r2.toml")
+    assert config.s3 is not None
+    assert config.s3.endpoint == f"https://{env['R2_ACCOUNT_ID']}.r2.cloudflarestorage.com"
+    assert config.s3.region == "auto"
+    assert (config.s3.access_key_id, config.s3.secret_access_key) == (env["R2_ACCESS_KEY_ID"], env["R2_SECRET_ACCESS_KEY"])
+    assert config.catalog_uri.startswith("postgresql+psycopg://icebergdo:pg-very-secret@")
+    assert config.warehouse == "s3://events/lake"
+    props = config.catalog_properties()
+    assert props["s3.region"] == "auto" and props["s3.endpoint"] == config.s3.endpoint
+    assert props["s3.force-virtual-addressing"] == "false"
+    assert props["py-io-impl"] == "pyiceberg.io.pyarrow.PyArrowFileIO"
+    assert float(props["s3.connect-timeout"]) == 5 and float(props["s3.request-timeout"]) == 30
+    sql = s3_secret_sql(config)
+    assert sql is not None
+    assert f"ENDPOINT '{env['R2_ACCOUNT_ID']}.r2.cloudflarestorage.com'" in sql and "USE_SSL true" in sql
+    assert "REGION 'auto'" in sql and "URL_STYLE 'path'" in sql
+    shown = json.dumps(config.redacted()) + repr(config)
+    assert env["R2_SECRET_ACCESS_KEY"] not in shown and env["ICEBERGDO_PG_PASSWORD"] not in shown
+
+
+@pytest.mark.parametrize("name", ["seaweedfs.toml", "postgres.toml"])
+def test_dev_configs_parse_with_env(env: dict[str, str], name: str) -> None:
+    config = Config.from_file(CONFIG_DIR / name)
+    assert config.is_s3 and config.s3 is not None
+    assert config.s3.endpoint == "http://127.0.0.1:8333" and config.s3.path_style
+    assert config.s3.secret_access_key == env["SEAWEEDFS_SECRET_KEY"]
+    assert s3_secret_sql(config) is not None and "USE_SSL false" in s3_secret_sql(config)  # type: ignore[operator]
+    if name == "postgres.toml":
+        assert config.catalog_uri == "postgresql+psycopg://icebergdo:pg-very-secret@127.0.0.1:5432/icebergdo"
+    else:
+        assert config.is_sqlite
+
+
+def test_missing_env_var_is_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    monkeypatch.delenv("R2_SECRET_ACCESS_KEY")
+    with pytest.raises(ConfigError, match="R2_SECRET_ACCESS_KEY"):
+        Config.from_file(CONFIG_DIR / "r2.toml")
+
+
+def test_bad_timeout_is_refused() -> None:
+    with pytest.raises(ConfigError, match="request_timeout"):
+        Config.from_dict({"catalog": {"uri": "sqlite:///x.db", "warehouse": "s3://b/p"}, "s3": {"request_timeout": 0}})
+
+
+def _s3_config(seaweedfs: servers.SeaweedFS, tmp_path: Path, bucket: str, **s3: object) -> Path:
+    """A TOML config file for a SeaweedFS warehouse with a SQLite catalog; `s3` overrides [s3] keys."""
+    settings = {**seaweedfs.s3_settings(), **s3}
+    lines = ["[catalog]", f'uri = "sqlite:///{tmp_path}/catalog.db"', f'warehouse = "s3://{bucket}/lake"', "", "[s3]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    path = tmp_path / "icebergdo.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_init_creates_missing_bucket_and_checks_permissions(seaweedfs: servers.SeaweedFS, tmp_path: Path) -> None:
+    bucket = s3dev.bucket_name(f"init-{tmp_path.name}")
+    config = Config.from_file(_s3_config(seaweedfs, tmp_path, bucket))
+    results = storage.init_warehouse(config)
+    assert [r.name for r in results] == [
+        "bucket", "permission write", "permission read", "permission list", "permission delete", "clock",
+    ]
+    assert all(r.ok for r in results), results
+    assert "created" in results[0].detail
+    client = seaweedfs.client()
+    assert client.list_objects_v2(Bucket=bucket, Prefix="lake/_icebergdo/").get("KeyCount", 0) == 0  # probe removed
+    again = storage.init_warehouse(config)
+    assert again[0].ok and "exists" in again[0].detail
+
+
+def test_cli_init_on_s3_creates_bucket_and_events_table(seaweedfs: servers.SeaweedFS, tmp_path: Path, capsys) -> None:
+    bucket = s3dev.bucket_name(f"cli-init-{tmp_path.name}")
+    path = _s3_config(seaweedfs, tmp_path, bucket)
+    assert main(["--config", str(path), "init"]) == 0
+    out = capsys.readouterr().out
+    assert "bucket" in out and "events.raw" in out and seaweedfs.secret_access_key not in out
+    assert seaweedfs.client().list_objects_v2(Bucket=bucket, Prefix="lake/catalog/events.raw/metadata/")["KeyCount"] >= 1
+
+
+def test_doctor_wrong_secret_key(seaweedfs: servers.SeaweedFS, tmp_path: Path, capsys) -> None:
+    bucket = seaweedfs.create_bucket(f"doc-key-{tmp_path.name}")
+    path = _s3_config(seaweedfs, tmp_path, bucket, secret_access_key="not-the-right-secret-123")
+    assert main(["--config", str(path), "doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL bucket: the request signature was refused" in out
+    assert "wrong secret_access_key" in out
+    assert "not-the-right-secret-123" not in out and seaweedfs.secret_access_key not in out
+
+
+def test_doctor_unknown_access_key(seaweedfs: servers.SeaweedFS, tmp_path: Path, capsys) -> None:
+    bucket = seaweedfs.create_bucket(f"doc-id-{tmp_path.name}")
+    path = _s3_config(seaweedfs, tmp_path, bucket, access_key_id="nobody-knows-me")
+    assert main(["--config", str(path), "doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "is not known" in out and "wrong access_key_id" in out
+
+
+def test_doctor_missing_bucket(seaweedfs: servers.SeaweedFS, tmp_path: Path, capsys) -> None:
+    bucket = s3dev.bucket_name(f"doc-missing-{tmp_path.name}")
+    path = _s3_config(seaweedfs, tmp_path, bucket)
+    assert main(["--config", str(path), "doctor", "--json"]) == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert checks["catalog"]["ok"] and not checks["bucket"]["ok"]
+    assert checks["bucket"]["detail"] == f"bucket {bucket!r} does not exist at {seaweedfs.endpoint}"
+    assert "icebergdo init" in checks["bucket"]["hint"]
+    # doctor is read-only: the bucket is still missing
+    assert bucket not in [b["Name"] for b in seaweedfs.client().list_buckets()["Buckets"]]
+
+
+def test_doctor_wrong_endpoint(seaweedfs: servers.SeaweedFS, tmp_path: Path, capsys) -> None:
+    (port,) = s3dev.free_ports(1)
+    path = _s3_config(seaweedfs, tmp_path, "whatever", endpoint=f"http://127.0.0.1:{port}", connect_timeout=1)
+    assert main(["--config", str(path), "doctor"]) == 1
+    out = capsys.readouterr().out
+    assert f"cannot reach endpoint http://127.0.0.1:{port}" in out and "wrong endpoint" in out
+
+
+def test_doctor_clock_skew(seaweedfs: servers.SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our clock 20 min ahead of the server's (injected: a real clock can't be skewed in a test)."""
+    bucket = seaweedfs.create_bucket(f"doc-clock-{tmp_path.name}")
+    config = Config.from_file(_s3_config(seaweedfs, tmp_path, bucket))
+    real = storage._now
+    monkeypatch.setattr(storage, "_now", lambda: real() + 1200)
+    clock = {r.name: r for r in storage.check_warehouse(config, create_bucket=False)}["clock"]
+    import re
+
+    assert not clock.ok and "clock skew" in (clock.hint or "")
+    skew = int(re.search(r"([+-]\d+)s off", clock.detail).group(1))  # type: ignore[union-attr]
+    assert 1190 <= skew <= 1210, clock.detail  # the server's Date has 1 s resolution, plus latency
+
+
+def test_doctor_postgres_wrong_password(postgres: servers.Postgres, tmp_path: Path) -> None:
+    from icebergdo.doctor import check_catalog
+
+    uri = postgres.create_database("doctor_pw").replace(postgres.uri("doctor_pw").split("@")[0], "postgresql+psycopg://postgres:bad-pw-xyz")
+    config = Config.from_dict({"catalog": {"uri": uri, "warehouse": str(tmp_path / "wh")}})
+    result = check_catalog(config)
+    assert not result.ok and "password" in (result.hint or "") and "bad-pw-xyz" not in result.detail
+
+
+def test_dev_s3_cli_start_status_stop(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "dev-s3"
+    assert main(["dev", "s3", "start", "--dir", str(folder), "--port", "0", "--bucket", "devbucket"]) == 0
+    out = capsys.readouterr().out
+    server = s3dev.running(folder)
+    try:
+        assert server is not None and server.alive() and f"pid {server.pid}" in out
+        assert server.secret_access_key and server.secret_access_key not in out
+        config_path = folder / "icebergdo.toml"
+        assert oct(config_path.stat().st_mode & 0o777) == "0o600"
+        assert main(["--config", str(config_path), "doctor"]) == 0
+        assert main(["dev", "s3", "status", "--dir", str(folder)]) == 0
+    finally:
+        assert main(["dev", "s3", "stop", "--dir", str(folder)]) == 0
+    assert not server.alive() and s3dev.running(folder) is None
+    assert not os.path.exists(f"/proc/{server.pid}") or "weed" not in Path(f"/proc/{server.pid}/cmdline").read_text(errors="replace")
