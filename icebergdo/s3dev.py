@@ -140,19 +140,10 @@ class SeaweedFS:
 
     def client(self) -> Any:
         """A boto3 S3 client with this server's keys (path-style addressing)."""
-        import boto3
-        from botocore.config import Config as BotoConfig
+        from icebergdo.config import S3Settings
+        from icebergdo.storage import client_for
 
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
-            config=BotoConfig(
-                s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}
-            ),
-        )
+        return client_for(S3Settings(**self.s3_settings()))
 
     def create_bucket(self, name: str) -> str:
         """Create `name` (made a valid S3 bucket name first) if missing; return the name used."""

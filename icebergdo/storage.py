@@ -14,7 +14,7 @@ from typing import Any
 
 from ulid import ULID
 
-from icebergdo.config import Config
+from icebergdo.config import Config, S3Settings
 from icebergdo.errors import ConfigError
 
 PROBE_PREFIX = "_icebergdo/probe"
@@ -50,12 +50,16 @@ def split_warehouse(config: Config) -> tuple[str, str]:
 
 def s3_client(config: Config) -> Any:
     """A boto3 S3 client from the same `[s3]` settings pyiceberg and DuckDB use."""
+    if config.s3 is None:
+        raise ConfigError(f"{config.source}: an s3:// warehouse needs an [s3] table")
+    return client_for(config.s3)
+
+
+def client_for(s3: S3Settings) -> Any:
+    """A boto3 S3 client for one set of S3 settings (few retries: checks should answer fast)."""
     import boto3
     from botocore.config import Config as BotoConfig
 
-    s3 = config.s3
-    if s3 is None:
-        raise ConfigError(f"{config.source}: an s3:// warehouse needs an [s3] table")
     return boto3.client(
         "s3",
         endpoint_url=s3.endpoint,

@@ -77,16 +77,7 @@ def cmd_query(args: argparse.Namespace, ctx: Any) -> int:
         raise IcebergdoError(f"query failed: {e}") from None
     if cur.description is None:
         return 0
-    header = [d[0] for d in cur.description]
-    rows = cur.fetchall()
-    if args.format == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(header)
-        w.writerows(rows)
-    elif args.format == "json":
-        print(json.dumps([dict(zip(header, r)) for r in rows], default=str, indent=1))
-    else:
-        print_table(header, rows)
+    print_rows([d[0] for d in cur.description], cur.fetchall(), args.format)
     return 0
 
 
@@ -119,6 +110,18 @@ def cmd_demo(args: argparse.Namespace, ctx: Any) -> int:
     print(f"metadata: {lh.table('events.raw').metadata_location}")
     print('\ntry: icebergdo --home', lh.config.home or '…', 'query "SELECT type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"')
     return 0
+
+
+def print_rows(header: list[str], rows: list[Any], fmt: str) -> None:
+    """Query results as `table`, `csv` or `json` (shared by `query` and `spark-sql`)."""
+    if fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(header)
+        w.writerows(rows)
+    elif fmt == "json":
+        print(json.dumps([dict(zip(header, r)) for r in rows], default=str, indent=1))
+    else:
+        print_table(header, rows)
 
 
 def print_table(header: list[str], rows: list[Any]) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import sys
 from typing import Any
 
+from icebergdo.cli.core import print_rows
 from icebergdo.errors import IcebergdoError
 
 
@@ -42,14 +40,5 @@ def cmd_spark_sql(args: argparse.Namespace, ctx: Any) -> int:
         raise IcebergdoError(f"spark-sql failed: {spark.error_summary(e)}") from None
     if not header:
         return 0
-    if args.format == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(header)
-        w.writerows(rows)
-    elif args.format == "json":
-        print(json.dumps([dict(zip(header, r)) for r in rows], default=str, indent=1))
-    else:
-        from icebergdo.cli.core import print_table
-
-        print_table(header, rows)
+    print_rows(header, rows, args.format)
     return 0
