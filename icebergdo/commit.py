@@ -37,6 +37,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from ulid import ULID
 
+from icebergdo import datafiles
 from icebergdo.config import Config, redact_uri
 from icebergdo.errors import StorageError
 
@@ -260,7 +261,7 @@ def append_idempotent(
             with lock() if lock is not None else contextlib.nullcontext(False) as waited:
                 if waited:
                     table.refresh()  # others committed while we queued: start from the latest snapshot
-                table.append(batch, snapshot_properties=props)
+                datafiles.append(table, batch, props)
         except transient as e:
             last = e
             # CommitFailedException is the one failure known not to have landed.

@@ -8,7 +8,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionSpec
@@ -16,7 +15,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortOrder
 
-from icebergdo import duck, layout
+from icebergdo import datafiles, duck, layout
 from icebergdo.catalog import open_catalog
 from icebergdo.config import Config
 from icebergdo.errors import BadInputError, IcebergdoError
@@ -156,7 +155,7 @@ class Lakehouse:
         if batch.num_rows == 0:
             return AppendResult(name, None, 0, 0)
         if sort_by:
-            batch = batch.take(pc.sort_indices(batch, [(sort_by, "ascending")]))
+            batch = datafiles.sort_by(batch, sort_by)
         try:
             outcome = commit.append_idempotent(
                 lambda: self.table(name),

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ulid import ULID
 
-from icebergdo import layout
+from icebergdo import datafiles, layout
 from icebergdo.commit import BATCH_ID, WRITER_ID, committed_batch_ids
 from icebergdo.errors import BadInputError, IcebergdoError, StorageError
 from icebergdo.schema import TS, Unknown, to_events
@@ -52,8 +52,8 @@ log = logging.getLogger(__name__)
 BATCH_ID_PROPERTY = BATCH_ID
 WRITER_ID_PROPERTY = WRITER_ID
 
-DEFAULT_MAX_ROWS = 250_000
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_ROWS = 1_000_000
+DEFAULT_MAX_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_AGE = 5.0
 DEFAULT_BLOCK_TIMEOUT = 30.0
 DEFAULT_CLOSE_TIMEOUT = 60.0
@@ -510,8 +510,8 @@ class Writer:
         batch.attempts += 1
         if self.unknown == "keep":
             self._evolve(data.schema)
-        if "ts" in data.column_names and not _is_sorted(data.column("ts")):
-            data = data.take(pc.sort_indices(data, [("ts", "ascending")]))  # the table's sort order
+        if "ts" in data.column_names:
+            data = datafiles.sort_by(data, "ts")  # the table's sort order; contiguous hours for datafiles.append
         props = {BATCH_ID_PROPERTY: batch.batch_id, WRITER_ID_PROPERTY: self.writer_id}
         result = self.lh.append(self.table_name, data, snapshot_properties=props)
         self._finish(batch, t0, files=result.files, skipped=False)
@@ -557,13 +557,6 @@ class Writer:
             log.error("writer %s: CDC routing after batch commit failed: %s", self.writer_id, e)
             with self._lock:
                 self._last_error = f"cdc.route_events: {type(e).__name__}: {e}"
-
-
-def _is_sorted(column: pa.ChunkedArray) -> bool:
-    """Events mostly arrive in time order: checking is ~40x cheaper than sorting (a full `take`)."""
-    if len(column) < 2 or column.null_count:
-        return len(column) < 2
-    return bool(pc.all(pc.greater_equal(column.slice(1), column.slice(0, len(column) - 1))).as_py())
 
 
 def default_wal_dir(lh: Lakehouse, table: str) -> Path:

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream", action="store_true",
                    help="commit while reading instead of validating the whole input first (for endless stdin)")
     p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="flush after this many events (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="flush after this many buffered bytes (default: 64 MiB)")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="flush after this many buffered bytes (default: 128 MiB)")
     p.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE, help="flush when the oldest buffered event is this many seconds old (default: %(default)s)")
     p.add_argument("--wal", metavar="DIR", help="write-ahead log folder (default: <home>/wal/events.raw)")
     p.add_argument("--no-wal", action="store_true", help="do not keep a write-ahead log (faster; a crash loses buffered events)")
