@@ -22,13 +22,17 @@ from pyiceberg.table import Table, TableProperties, WriteTask
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
 
-def sort_by(batch: pa.Table, column: str) -> pa.Table:
-    """The batch in `column` order. Events mostly arrive in order, and checking is ~40x cheaper than a sort (a full `take`)."""
-    values = batch.column(column)
-    n = len(values)
-    if n < 2 or (not values.null_count and pc.all(pc.greater_equal(values.slice(1), values.slice(0, n - 1))).as_py()):
+def sort_by(batch: pa.Table, columns: str | list[str]) -> pa.Table:
+    """The batch in `columns` order. Events mostly arrive in order, and checking one column is ~40x
+    cheaper than a sort (a full `take`), so an already-ordered batch is returned as it is."""
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    if not columns or batch.num_rows < 2:
         return batch
-    return batch.take(pc.sort_indices(batch, [(column, "ascending")]))
+    if len(columns) == 1:
+        values = batch.column(columns[0])
+        if not values.null_count and pc.all(pc.greater_equal(values.slice(1), values.slice(0, len(values) - 1))).as_py():
+            return batch
+    return batch.take(pc.sort_indices(batch, [(c, "ascending") for c in columns]))
 
 
 def partition_runs(spec: PartitionSpec, schema: Schema, batch: pa.Table) -> list[tuple[PartitionKey, pa.Table]] | None:

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
@@ -47,7 +45,7 @@ from pyiceberg.transforms import (
 )
 from pyiceberg.typedef import Record
 
-from icebergdo import layout
+from icebergdo import datafiles, layout
 from icebergdo.maintenance.common import (
     MIN_INPUT_FILES_DEFAULT,
     SMALL_FILE_RATIO,
@@ -186,8 +184,7 @@ def _write_group(table: Table, group: Group, target_size: int, sort_by: list[str
     expected = sum(f.record_count for f in group.files)
     if data.num_rows != expected:
         raise RuntimeError(f"read {data.num_rows} rows from {len(group.files)} files whose metadata says {expected}")
-    if sort_by and data.num_rows and not _is_sorted(data, sort_by):
-        data = data.take(pc.sort_indices(data, [(c, "ascending") for c in sort_by]))
+    data = datafiles.sort_by(data, sort_by)
     t2 = time.perf_counter()
     n_out = max(1, math.ceil(group.bytes / target_size))
     per = math.ceil(data.num_rows / n_out) if data.num_rows else 0
@@ -233,16 +230,6 @@ def _by_lower_bound(table: Table, files: list[DataFile], sort_by: list[str]) -> 
         return sorted(files, key=bound)
     except TypeError:  # incomparable bounds: keep the order
         return files
-
-
-def _is_sorted(data: pa.Table, sort_by: list[str]) -> bool:
-    """True when a single sort column is already non-decreasing (nulls make it False)."""
-    if len(sort_by) != 1 or data.num_rows < 2:
-        return data.num_rows < 2
-    col = data.column(sort_by[0])
-    if col.null_count:
-        return False
-    return bool(pc.all(pc.greater_equal(col[1:], col[:-1])).as_py())
 
 
 def _live_paths(table: Table) -> set[str]:
