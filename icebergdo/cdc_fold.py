@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from ulid import ULID
 
 from icebergdo.errors import BadInputError
-from icebergdo.schema import TS, parse_ts
+from icebergdo.schema import TS, parse_ts, ts_to_utc
 
 OPS = ("insert", "update", "delete")
 # Log-only columns, then the version columns that the current state keeps too.
@@ -391,17 +391,7 @@ def batch_from_arrow(changes: pa.Table, key: Sequence[str], known: Mapping[str, 
         i = pc.index(bad, True).as_py()
         raise BadInputError(f"row {i + 1}: field 'op' must be one of {', '.join(OPS)}, got {op[i].as_py()!r}")
     if "ts" in names:
-        ts = changes.column("ts")
-        try:
-            if pa.types.is_timestamp(ts.type):
-                ts = ts.cast(TS) if ts.type.tz else pc.assume_timezone(ts, "UTC").cast(TS)
-            elif pa.types.is_integer(ts.type):
-                ts = pc.multiply(ts.cast(pa.int64()), 1000).cast(TS)
-            else:
-                ts = pa.array([parse_ts(v, f"row {i + 1}: field 'ts'") if v is not None else None for i, v in enumerate(ts.to_pylist())], TS)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-            raise BadInputError(f"Arrow changes: column 'ts': {e}") from None
-        ts = pc.fill_null(ts, pa.scalar(datetime.now(UTC), TS))
+        ts = pc.fill_null(ts_to_utc(changes.column("ts"), "Arrow changes"), pa.scalar(datetime.now(UTC), TS))
     else:
         ts = pa.array([datetime.now(UTC)] * n, TS)
     seq = changes.column("seq").cast(pa.int64()) if "seq" in names else pa.array([0] * n, pa.int64())

@@ -167,6 +167,19 @@ def events_from_rows(
     return table
 
 
+def ts_to_utc(ts: pa.Array | pa.ChunkedArray, what: str) -> pa.Array | pa.ChunkedArray:
+    """An Arrow time column (timestamp, epoch ms, or ISO text) as UTC µs timestamps; nulls stay null."""
+    try:
+        if pa.types.is_timestamp(ts.type):
+            return ts.cast(TS) if ts.type.tz else pc.assume_timezone(ts, "UTC").cast(TS)
+        if pa.types.is_integer(ts.type):
+            return pc.multiply(ts.cast(pa.int64()), 1000).cast(TS)
+        # text, dates, floats: value by value, so an error names the row
+        return pa.array([parse_ts(v, f"row {i + 1}: field 'ts'") if v is not None else None for i, v in enumerate(ts.to_pylist())], TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise BadInputError(f"{what}: column 'ts': {e}") from None
+
+
 def events_from_arrow(table: pa.Table, *, now: datetime | None = None, unknown: Unknown = "error") -> pa.Table:
     """Vectorised path for Arrow input: cast to the table schema, fill `id`/`ingested_at`."""
     names = set(table.column_names)
@@ -181,18 +194,7 @@ def events_from_arrow(table: pa.Table, *, now: datetime | None = None, unknown: 
     if unknown_cols and unknown == "payload":
         raise BadInputError("Arrow batch: folding extra columns into 'payload' needs row input; drop or rename them")
     n = table.num_rows
-    ts = table.column("ts")
-    try:
-        if pa.types.is_timestamp(ts.type):
-            ts = ts.cast(TS) if ts.type.tz else pc.assume_timezone(ts, "UTC").cast(TS)
-        elif pa.types.is_integer(ts.type):
-            ts = pc.multiply(ts.cast(pa.int64()), 1000).cast(TS)
-        elif pa.types.is_string(ts.type) or pa.types.is_large_string(ts.type):
-            ts = pa.array([parse_ts(v, f"row {i + 1}: field 'ts'") for i, v in enumerate(ts.to_pylist())], type=TS)
-        else:
-            raise BadInputError(f"Arrow batch: column 'ts' has type {ts.type}, expected timestamp, epoch ms or text")
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise BadInputError(f"Arrow batch: column 'ts': {e}") from None
+    ts = ts_to_utc(table.column("ts"), "Arrow batch")
     if ts.null_count:
         raise BadInputError(f"Arrow batch: column 'ts' has {ts.null_count} null value(s)")
     out: dict[str, Any] = {"ts": ts}
