@@ -108,6 +108,9 @@ def cmd_demo(args: argparse.Namespace, ctx: Any) -> int:
     for path in sorted(files)[:3]:
         print(f"  {path}")
     print(f"metadata: {lh.table('events.raw').metadata_location}")
+    others = [t for t in lh.tables() if t != "events.raw"]
+    if others:
+        print(f"collection.* events with a namespace and collection were also applied as CDC: {', '.join(others)}")
     print('\ntry: icebergdo --home', lh.config.home or '…', 'query "SELECT type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"')
     return 0
 
