@@ -39,6 +39,7 @@ class AppendResult:
     snapshot_id: int | None
     rows: int
     files: int
+    already_committed: bool = False  # the batch id was already in the history: nothing new was written
 
 
 class Lakehouse:
@@ -171,7 +172,7 @@ class Lakehouse:
         snap = outcome.snapshot
         summary = snap.summary if snap else None
         files = int(summary["added-data-files"]) if summary and "added-data-files" in summary else 0
-        return AppendResult(name, snap.snapshot_id if snap else None, batch.num_rows, files)
+        return AppendResult(name, snap.snapshot_id if snap else None, batch.num_rows, files, outcome.already_committed)
 
     # -- buffered writer (issue 4: icebergdo/writer.py) -------------------------------------
     def writer(self, table: str = layout.EVENTS_TABLE, **options: Any) -> Any:
@@ -196,7 +197,6 @@ class Lakehouse:
 
         return Collection.open(self, namespace, name, key=key, schema=schema, buckets=buckets)
 
-
     # -- maintenance (issue 6: icebergdo/maintenance) ---------------------------------------
     def maintain(
         self, tables: Any = None, steps: Any = None, *, dry_run: bool = False, options: Any = None, progress: Any = None
@@ -214,7 +214,6 @@ class Lakehouse:
         from icebergdo.maintenance import health
 
         return health(self, tables)
-
 
     # -- reading ---------------------------------------------------------------------------
     def duckdb(self, database: str = ":memory:") -> duckdb.DuckDBPyConnection:

@@ -499,22 +499,19 @@ class Writer:
     def _commit(self, batch: _Batch) -> None:
         t0 = time.monotonic()
         data = batch.tables[0] if len(batch.tables) == 1 else pa.concat_tables(batch.tables, promote_options="default")
-        if batch.replayed or batch.attempts:
-            # The previous attempt (or run) may have committed before failing: look before writing again.
-            if batch.batch_id in committed_batch_ids(self.lh.table(self.table_name)):
-                log.info("writer %s: batch %s already committed; not committing it again", self.writer_id, batch.batch_id)
-                self._finish(batch, t0, files=None, skipped=True)
-                # The crash may have come before CDC routing: route again (at least once; the fold is idempotent).
-                self._route_cdc(data)
-                return
         batch.attempts += 1
         if self.unknown == "keep":
             self._evolve(data.schema)
         if "ts" in data.column_names:
             data = datafiles.sort_by(data, "ts")  # the table's sort order; contiguous hours for datafiles.append
         props = {BATCH_ID_PROPERTY: batch.batch_id, WRITER_ID_PROPERTY: self.writer_id}
+        # A replayed or retried batch may have landed before the crash/failure: `lh.append` finds its
+        # batch id in the history and commits nothing (icebergdo.commit.append_idempotent).
         result = self.lh.append(self.table_name, data, snapshot_properties=props)
-        self._finish(batch, t0, files=result.files, skipped=False)
+        if result.already_committed:
+            log.info("writer %s: batch %s already committed; not committing it again", self.writer_id, batch.batch_id)
+        self._finish(batch, t0, files=None if result.already_committed else result.files, skipped=result.already_committed)
+        # After a crash the routing may not have happened: route again (at least once; the fold is idempotent).
         self._route_cdc(data)
 
     def _finish(self, batch: _Batch, t0: float, *, files: int | None, skipped: bool) -> None:
