@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pyiceberg.expressions import In  # noqa: E402
 
 from icebergdo import Lakehouse  # noqa: E402
-from icebergdo.duck import connect  # noqa: E402
+from icebergdo.engines.duck import connect  # noqa: E402
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

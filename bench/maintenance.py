@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from icebergdo import Lakehouse
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
-from icebergdo.maintenance.files import Store
+from icebergdo.store import Store
 from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.schema import (
     EVENT_ARROW_SCHEMA,

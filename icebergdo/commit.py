@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,10 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from ulid import ULID
 
-from icebergdo import datafiles
-from icebergdo.config import Config, redact_uri
+from icebergdo.config import Config
 from icebergdo.errors import StorageError
+from icebergdo.iceberg import datafiles
+from icebergdo.redact import safe_message
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class CommitOutcome:
     batch_id: str
     attempts: int
     already_committed: bool
+    table: Table  # as loaded at the end: the committed state, or the state that already held the batch
 
 
 def new_batch_id() -> str:
@@ -163,28 +165,8 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     return (CommitFailedException, CommitStateUnknownException, OSError, DBAPIError, SATimeoutError, StorageError)
 
 
-def safe_message(exc: BaseException, config: Config | None = None) -> str:
-    """A one-line description of `exc` with any secret of `config` and any URI password removed."""
-    orig = getattr(exc, "orig", None)  # SQLAlchemy: the driver's message, without the SQL and its parameters
-    text = f"{type(exc).__name__}: {orig if orig is not None else exc}"
-    text = " ".join(text.split())
-    if config is not None:
-        for secret in _secrets(config):
-            text = text.replace(secret, "***")
-    text = redact_uri(text)
-    return text[:500]
-
-
-def _secrets(config: Config) -> Iterable[str]:
-    if config.s3 is not None:
-        for value in (config.s3.secret_access_key, config.s3.session_token):
-            if value:
-                yield value
-    import re
-
-    m = re.search(r"://[^:/@]+:([^@]*)@", config.catalog_uri)
-    if m and m.group(1):
-        yield m.group(1)
+def _safe(exc: BaseException, config: Config | None) -> str:
+    return safe_message(exc, config.secrets() if config is not None else ())
 
 
 def call_with_retry(
@@ -198,7 +180,7 @@ def call_with_retry(
             return fn()
         except transient as e:
             if attempt == policy.attempts:
-                raise StorageError(f"{what} failed after {attempt} attempts: {safe_message(e, config)}") from None
+                raise StorageError(f"{what} failed after {attempt} attempts: {_safe(e, config)}") from None
             _count("retries")
             time.sleep(policy.delay(attempt))
     raise AssertionError("unreachable")
@@ -240,7 +222,7 @@ def append_idempotent(
     if caller_batch and (done := find_batch(table, batch_id)) is not None:
         _count("already_committed")
         log.info("%s: batch %s is already committed (snapshot %s); not committing it again", what, batch_id, done.snapshot_id)
-        return CommitOutcome(done, batch_id, 0, True)
+        return CommitOutcome(done, batch_id, 0, True, table)
 
     last: BaseException | None = None
     unknown = False  # did any failed attempt possibly land?
@@ -256,7 +238,7 @@ def append_idempotent(
             if unknown and (done := find_batch(table, batch_id)) is not None:
                 _count("already_committed")
                 log.warning("%s: attempt %d of batch %s had landed after all (snapshot %s)", what, attempt - 1, batch_id, done.snapshot_id)
-                return CommitOutcome(done, batch_id, attempt - 1, True)
+                return CommitOutcome(done, batch_id, attempt - 1, True, table)
         try:
             with lock() if lock is not None else contextlib.nullcontext(False) as waited:
                 if waited:
@@ -267,7 +249,7 @@ def append_idempotent(
             # CommitFailedException is the one failure known not to have landed.
             unknown = unknown or not isinstance(e, CommitFailedException)
             level = logging.INFO if isinstance(e, CommitFailedException) else logging.WARNING  # lost races are routine
-            log.log(level, "%s: attempt %d/%d of batch %s failed: %s", what, attempt, policy.attempts, batch_id, safe_message(e, config))
+            log.log(level, "%s: attempt %d/%d of batch %s failed: %s", what, attempt, policy.attempts, batch_id, _safe(e, config))
             continue
         _count("commits")
         snap = table.current_snapshot()
@@ -275,7 +257,7 @@ def append_idempotent(
             snap = find_batch(table, batch_id)
         if snap is None:  # pragma: no cover - pyiceberg returned without our snapshot in its metadata
             raise StorageError(f"{what}: commit of batch {batch_id} returned but its snapshot is not in the table metadata")
-        return CommitOutcome(snap, batch_id, attempt, False)
+        return CommitOutcome(snap, batch_id, attempt, False, table)
 
     assert last is not None
     state = (
@@ -284,7 +266,7 @@ def append_idempotent(
         else "nothing was committed; the table is at its last good snapshot"
     )
     raise StorageError(
-        f"{what}: batch {batch_id} failed after {policy.attempts} attempts ({safe_message(last, config)}); {state}"
+        f"{what}: batch {batch_id} failed after {policy.attempts} attempts ({_safe(last, config)}); {state}"
     )
 
 

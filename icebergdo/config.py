@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from icebergdo.errors import ConfigError
+from icebergdo.redact import mask_key, redact_uri, uri_password
 
 DEFAULT_CATALOG_NAME = "icebergdo"
 ENV_HOME = "ICEBERGDO_HOME"
@@ -64,7 +65,7 @@ class S3Settings:
         return {
             "endpoint": self.endpoint,
             "region": self.region,
-            "access_key_id": _mask(self.access_key_id),
+            "access_key_id": mask_key(self.access_key_id),
             "secret_access_key": "***" if self.secret_access_key else None,
             "path_style": self.path_style,
         }
@@ -104,12 +105,6 @@ def _as_bool(value: Any, where: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.strip().lower() in ("true", "1", "yes")
     raise ConfigError(f"{where}: expected true or false, got {value!r}")
-
-
-def _mask(value: str | None) -> str | None:
-    if not value:
-        return value
-    return value[:4] + "…" if len(value) > 8 else "***"
 
 
 @dataclass(frozen=True)
@@ -236,6 +231,14 @@ class Config:
     def __repr__(self) -> str:
         return f"Config({self.redacted()})"
 
+    def secrets(self) -> list[str]:
+        """Every secret value this config holds (for `icebergdo.redact.scrub`)."""
+        out = [v for v in (self.s3.secret_access_key, self.s3.session_token) if v] if self.s3 else []
+        password = uri_password(self.catalog_uri)
+        if password:
+            out.append(password)
+        return out
+
     def redacted(self) -> dict[str, Any]:
         """For display: never contains a secret or a database password."""
         return {
@@ -245,11 +248,6 @@ class Config:
             "warehouse": self.warehouse,
             "s3": self.s3.redacted() if self.s3 else None,
         }
-
-
-def redact_uri(uri: str) -> str:
-    """Drop the password from a SQLAlchemy URI (postgresql+psycopg://user:pw@host/db)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", uri)
 
 
 def _absolute_sqlite(uri: str) -> str:

@@ -12,7 +12,6 @@ Every file name carries a ULID or UUID, so two writers can never overwrite each 
 from __future__ import annotations
 
 import re
-import threading
 from datetime import UTC, datetime, timedelta
 
 from pyiceberg.partitioning import PartitionKey
@@ -25,6 +24,8 @@ from icebergdo.errors import BadNameError
 
 PROVIDER_IMPL = "icebergdo.layout.AdrLocationProvider"
 MANIFESTS_PATH_PROPERTY = "icebergdo.write.manifests.path"
+# Set only in the metadata handed to one write (iceberg.datafiles.write_data_files), never on a table.
+FILE_PREFIX_PROPERTY = "icebergdo.write.file-prefix"
 EVENTS_NAMESPACE = "events"
 EVENTS_TABLE = "events.raw"
 RESERVED_NAMESPACES = frozenset({EVENTS_NAMESPACE, "catalog"})
@@ -76,28 +77,6 @@ def collection_data_path(namespace: str, collection: str, part: str) -> str:
     return f"{validate_name(namespace, 'namespace')}/{validate_name(collection, 'collection')}/{part}"
 
 
-class data_file_prefix:
-    """Context manager: data files written by this thread get `prefix` before their ULID (e.g. `_compact-`).
-
-    pyiceberg writes files in worker threads, so the prefix is process-wide while set; callers
-    that set it hold it only for the duration of their own write.
-    """
-
-    _lock = threading.Lock()
-    current: str = ""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def __enter__(self) -> None:
-        data_file_prefix._lock.acquire()
-        data_file_prefix.current = self.prefix
-
-    def __exit__(self, *exc: object) -> None:
-        data_file_prefix.current = ""
-        data_file_prefix._lock.release()
-
-
 def partition_dir(partition_key: PartitionKey | None) -> str:
     """The folder of one partition: hour → YYYY/MM/DD/HH, day → YYYY/MM/DD, others → name=value."""
     if partition_key is None or not partition_key.partition_spec.fields:
@@ -125,13 +104,14 @@ class AdrLocationProvider(LocationProvider):
 
     def __init__(self, table_location: str, table_properties: Properties):
         super().__init__(table_location, table_properties)
+        self.file_prefix = table_properties.get(FILE_PREFIX_PROPERTY, "")
         self.manifests_path = (
             table_properties.get(MANIFESTS_PATH_PROPERTY) or f"{self.table_location.rstrip('/')}/manifests"
         ).rstrip("/")
 
     def new_data_location(self, data_file_name: str, partition_key: PartitionKey | None = None) -> str:
         ext = data_file_name.rsplit(".", 1)[-1] if "." in data_file_name else "parquet"
-        name = f"{data_file_prefix.current}{ULID()}.{ext}"
+        name = f"{self.file_prefix}{ULID()}.{ext}"
         folder = partition_dir(partition_key)
         return f"{self.data_path}/{folder}/{name}" if folder else f"{self.data_path}/{name}"
 

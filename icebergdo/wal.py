@@ -25,19 +25,13 @@ from pathlib import Path
 import pyarrow as pa
 from ulid import ULID
 
-from icebergdo.errors import IcebergdoError, StorageError
+from icebergdo.errors import StorageError, WalLockedError
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "LOCK"
 WRITER_ID_FILE = "writer-id"
 _SEGMENT = re.compile(r"^(?P<batch>[0-9A-Z]{26})\.(?P<part>\d{4})\.arrow$")
-
-
-class WalLockedError(IcebergdoError):
-    """Another writer (in this or another process) owns the WAL folder."""
-
-    exit_code = 5
 
 
 @dataclass

@@ -23,7 +23,9 @@ How it is built:
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -31,20 +33,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from ulid import ULID
 
-from icebergdo import datafiles, layout
+from icebergdo import layout
 from icebergdo.commit import BATCH_ID, WRITER_ID, committed_batch_ids
-from icebergdo.errors import BadInputError, IcebergdoError, StorageError
+from icebergdo.errors import BackpressureError, BadInputError, FlushTimeoutError, IcebergdoError, StorageError
+from icebergdo.iceberg import datafiles
 from icebergdo.schema import TS, Unknown, to_events
+from icebergdo.tables import Tables
 from icebergdo.wal import SegmentWriter, WriteAheadLog
-
-if TYPE_CHECKING:
-    from icebergdo.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,6 @@ DEFAULT_BLOCK_TIMEOUT = 30.0
 DEFAULT_CLOSE_TIMEOUT = 60.0
 PENDING_FACTOR = 4  # the buffer holds at most 4 flushes' worth of events before `append` blocks
 MIN_BACKOFF, MAX_BACKOFF = 0.1, 5.0
-
-
-class BackpressureError(StorageError):
-    """The writer could not flush fast enough and `append` waited longer than its timeout."""
-
-
-class FlushTimeoutError(StorageError):
-    """`flush()`/`close()` gave up waiting: the events stay buffered (and in the WAL, if durable)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +123,7 @@ class Writer:
 
     def __init__(
         self,
-        lh: Lakehouse,
+        tables: Tables,
         table: str = layout.EVENTS_TABLE,
         *,
         max_rows: int = DEFAULT_MAX_ROWS,
@@ -148,7 +141,7 @@ class Writer:
             raise IcebergdoError("writer: max_rows, max_bytes and max_age must be positive")
         if unknown not in ("error", "payload", "keep"):
             raise IcebergdoError(f"writer: unknown must be 'error', 'payload' or 'keep', got {unknown!r}")
-        self.lh = lh
+        self.tables = tables
         self.table_name = table
         self.max_rows, self.max_bytes, self.max_age = max_rows, max_bytes, float(max_age)
         self.unknown: Unknown = unknown
@@ -157,9 +150,9 @@ class Writer:
         self.max_pending_bytes = max_pending_bytes or PENDING_FACTOR * max_bytes
         self.durable = bool(wal_dir is not None) if durable is None else durable
         if self.durable and wal_dir is None:
-            wal_dir = default_wal_dir(lh, table)
+            wal_dir = default_wal_dir(tables, table)
         self._is_events = table == layout.EVENTS_TABLE
-        target = lh.table(table)  # fails early on a missing table; creates events.raw
+        target = tables.table(table)  # fails early on a missing table; creates events.raw
         self._arrow_schema = None if self._is_events else target.schema().as_arrow()
 
         self._wal = WriteAheadLog(wal_dir) if self.durable else None
@@ -504,15 +497,13 @@ class Writer:
             self._evolve(data.schema)
         if "ts" in data.column_names:
             data = datafiles.sort_by(data, "ts")  # the table's sort order; contiguous hours for datafiles.append
-        props = {BATCH_ID_PROPERTY: batch.batch_id, WRITER_ID_PROPERTY: self.writer_id}
-        # A replayed or retried batch may have landed before the crash/failure: `lh.append` finds its
-        # batch id in the history and commits nothing (icebergdo.commit.append_idempotent).
-        result = self.lh.append(self.table_name, data, snapshot_properties=props)
+        # A replayed or retried batch may have landed before the crash/failure: `Tables.append` finds its
+        # batch id in the history and commits nothing (icebergdo.commit.append_idempotent). Its
+        # post-commit hooks (CDC routing) run either way: after a crash they may not have run.
+        result = self.tables.append(self.table_name, data, batch_id=batch.batch_id, writer_id=self.writer_id)
         if result.already_committed:
             log.info("writer %s: batch %s already committed; not committing it again", self.writer_id, batch.batch_id)
-        self._finish(batch, t0, files=None if result.already_committed else result.files, skipped=result.already_committed)
-        # After a crash the routing may not have happened: route again (at least once; the fold is idempotent).
-        self._route_cdc(data)
+        self._finish(batch, t0, files=result.files, skipped=result.already_committed)
 
     def _finish(self, batch: _Batch, t0: float, *, files: int | None, skipped: bool) -> None:
         if self._wal is not None:
@@ -533,7 +524,7 @@ class Writer:
 
     def _evolve(self, schema: pa.Schema) -> None:
         """`unknown="keep"`: add new top-level columns to the table before committing them."""
-        table = self.lh.table(self.table_name)
+        table = self.tables.table(self.table_name)
         known = set(table.schema().column_names)
         if all(name in known for name in schema.names):
             return
@@ -542,29 +533,14 @@ class Writer:
         log.info("writer %s: added column(s) %s to %s", self.writer_id,
                  ", ".join(n for n in schema.names if n not in known), self.table_name)
 
-    def _route_cdc(self, data: pa.Table) -> None:
-        """The CDC hook: after each commit to events.raw, apply its cdc.*/collection.* events to their collections."""
-        if not self._is_events:
-            return
-        try:
-            from icebergdo import cdc  # noqa: PLC0415 - deferred: cdc imports the lakehouse
 
-            cdc.route_events(self.lh, data)
-        except Exception as e:  # noqa: BLE001 - the raw commit stands; report the routing failure
-            log.error("writer %s: CDC routing after batch commit failed: %s", self.writer_id, e)
-            with self._lock:
-                self._last_error = f"cdc.route_events: {type(e).__name__}: {e}"
-
-
-def default_wal_dir(lh: Lakehouse, table: str) -> Path:
+def default_wal_dir(tables: Tables, table: str) -> Path:
     """`{home}/wal/{table}` for an embedded lakehouse, else a per-warehouse folder in the user's state dir."""
-    import hashlib
-    import os
-
-    if lh.config.home is not None:
-        return lh.config.home / "wal" / table
+    config = tables.config
+    if config.home is not None:
+        return config.home / "wal" / table
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    key = hashlib.sha256(f"{lh.config.catalog_uri}|{lh.config.warehouse}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{config.catalog_uri}|{config.warehouse}".encode()).hexdigest()[:16]
     return state / "icebergdo" / "wal" / key / table
 
 
@@ -608,6 +584,9 @@ def rows_to_table(rows: Any, schema: pa.Schema) -> pa.Table:
 
 __all__ = [
     "BATCH_ID_PROPERTY",
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ROWS",
     "WRITER_ID_PROPERTY",
     "BackpressureError",
     "FlushTimeoutError",

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from icebergdo import s3dev
-from icebergdo.s3dev import SeaweedFS, free_ports
+from icebergdo.dev import s3dev
+from icebergdo.dev.s3dev import SeaweedFS, free_ports
 
 __all__ = ["SeaweedFS", "Postgres", "start_seaweedfs", "start_postgres", "postgres_bindir"]
 

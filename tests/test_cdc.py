@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from icebergdo import BadInputError, BadNameError, Lakehouse, cdc
-from icebergdo.duck import connect
+from icebergdo.engines.duck import connect
 from tests.test_cdc_property import plain_fold
 
 DAY = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
@@ -143,7 +143,7 @@ def test_crash_between_log_and_state_commit_is_repaired(lh: Lakehouse, monkeypat
     def crash(tx: Any) -> None:
         raise SystemExit("killed between the log commit and the state commit")
 
-    monkeypatch.setattr(cdc, "_commit_state", crash)
+    monkeypatch.setattr(cdc.state, "_commit_state", crash)
     state_before = lh.catalog.load_table(coll.state_name).metadata.current_snapshot_id
     with pytest.raises(SystemExit):
         coll.apply(lost)
@@ -159,7 +159,7 @@ def test_crash_between_log_and_state_commit_is_repaired(lh: Lakehouse, monkeypat
     assert fresh.repair().folded == 0  # nothing left to fold
 
     # A crash followed directly by the next apply: the apply folds the missed part too.
-    monkeypatch.setattr(cdc, "_commit_state", crash)
+    monkeypatch.setattr(cdc.state, "_commit_state", crash)
     more = [{"op": "delete", "id": 2, "ts": ts(300)}]
     with pytest.raises(SystemExit):
         coll.apply(more)
@@ -358,7 +358,7 @@ def test_fold_recomputes_when_a_concurrent_rewrite_replaced_its_files(lh: Lakeho
     coll = lh.collection("cc", "t", buckets=2)
     first = [{"op": "insert", "id": i, "ts": ts(0), "v": i} for i in range(50)]
     coll.apply(first)
-    real_commit = cdc._commit_state
+    real_commit = cdc.state._commit_state
     rewrites = []
 
     def compact_then_commit(tx: Any) -> None:
@@ -376,7 +376,7 @@ def test_fold_recomputes_when_a_concurrent_rewrite_replaced_its_files(lh: Lakeho
             rewrites.append(len(files))
         real_commit(tx)
 
-    monkeypatch.setattr(cdc, "_commit_state", compact_then_commit)
+    monkeypatch.setattr(cdc.state, "_commit_state", compact_then_commit)
     second = [{"op": "update", "id": 3, "ts": ts(1), "v": 300}, {"op": "delete", "id": 4, "ts": ts(1)}, {"op": "insert", "id": 77, "ts": ts(1), "v": 77}]
     result = coll.apply(second)
     assert rewrites == [2] and result.attempts == 2

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from icebergdo import Lakehouse
-from icebergdo.duck import connect
+from icebergdo.engines.duck import connect
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in epoch ms
 _names = itertools.count()

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from icebergdo import Lakehouse, datafiles
+from icebergdo import Lakehouse
+from icebergdo.iceberg import datafiles
 from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA, to_events
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from icebergdo import Lakehouse, commit, s3dev
-from icebergdo.catalog import IcebergdoCatalog
+from icebergdo import Lakehouse, commit
+from icebergdo.dev import s3dev
+from icebergdo.iceberg.catalog import IcebergdoCatalog
 from icebergdo.config import Config
 from icebergdo.errors import StorageError
 from tests import servers

@@ -11,7 +11,7 @@ import pytest
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
 from icebergdo import BadInputError, BadNameError, Lakehouse
-from icebergdo.catalog import version_hint_location
+from icebergdo.iceberg.catalog import version_hint_location
 from icebergdo.layout import EVENT_FILE_RE
 
 DAY = datetime(2026, 3, 14, tzinfo=UTC)

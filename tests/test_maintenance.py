@@ -24,7 +24,7 @@ from icebergdo.maintenance import MaintenanceOptions, health, maintain, plan
 from icebergdo.maintenance.common import table_prefixes
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
-from icebergdo.maintenance.files import Store, normalise
+from icebergdo.store import Store, normalise
 from icebergdo.maintenance.lock import TableLock
 from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans

@@ -14,7 +14,7 @@ import pytest
 from icebergdo import Lakehouse
 from icebergdo.config import Config
 from icebergdo.maintenance.compact import compact
-from icebergdo.maintenance.files import Store
+from icebergdo.store import Store
 from icebergdo.maintenance.manifests import rewrite_manifests
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """Apache Spark (Iceberg's Java library) on icebergdo tables, checked against DuckDB.
 
 Both backends: a local folder + SQLite, and SeaweedFS S3 + PostgreSQL. One JVM serves the
-whole test process (`icebergdo.spark.base_session`); each lakehouse gets a light `newSession()`.
+whole test process (`icebergdo.engines.spark.base_session`); each lakehouse gets a light `newSession()`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from icebergdo import Lakehouse, spark_jars
-from icebergdo import spark as isp
+from icebergdo import Lakehouse
+from icebergdo.engines import spark_jars
+from icebergdo.engines import spark as isp
 from icebergdo.cli import main as cli_main
 from icebergdo.config import Config
 

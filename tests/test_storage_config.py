@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from icebergdo import s3dev, storage
+from icebergdo.dev import checks as storage
+from icebergdo.dev import s3dev
 from icebergdo.cli import main
 from icebergdo.config import Config
-from icebergdo.duck import s3_secret_sql
+from icebergdo.engines.duck import s3_secret_sql
 from icebergdo.errors import ConfigError
 from tests import servers
 
@@ -165,7 +166,7 @@ def test_doctor_clock_skew(seaweedfs: servers.SeaweedFS, tmp_path: Path, monkeyp
 
 
 def test_doctor_postgres_wrong_password(postgres: servers.Postgres, tmp_path: Path) -> None:
-    from icebergdo.doctor import check_catalog
+    from icebergdo.dev.checks import check_catalog
 
     uri = postgres.create_database("doctor_pw").replace(postgres.uri("doctor_pw").split("@")[0], "postgresql+psycopg://postgres:bad-pw-xyz")
     config = Config.from_dict({"catalog": {"uri": uri, "warehouse": str(tmp_path / "wh")}})

@@ -240,19 +240,58 @@ def test_writer_for_another_table(lh: Lakehouse) -> None:
     assert lh.query('SELECT count(*) AS n, sum(v) AS s FROM app.metrics').to_pylist() == [{"n": 52, "s": 1228}]
 
 
+def _cdc_events(n: int) -> list[dict]:
+    return [{"id": f"c-{i}", "ts": (T0 + timedelta(seconds=i)).isoformat(), "type": "cdc.insert",
+             "namespace": "app", "collection": "users", "payload": {"id": f"u{i}", "n": i}} for i in range(n)]
+
+
+def _break_routing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from icebergdo.cdc.collection import Collection
+
+    def broken(self, *args, **kwargs):
+        raise StorageError("injected routing failure")
+
+    monkeypatch.setattr(Collection, "apply", broken)
+
+
 def test_cdc_routing_failure_does_not_recommit(lh: Lakehouse, monkeypatch) -> None:
-    """A failing hook (injected) is reported; the raw commit stands and is not repeated."""
-    from icebergdo import cdc
+    """A routing failure after the commit is logged and recorded, never reported as a failed flush;
+    the raw commit stands, is not repeated, and `route_pending` completes the routing later."""
+    from icebergdo.cdc.routing import unrouted
 
-    def broken(lh, batch):
-        raise RuntimeError("injected routing failure")
-
-    monkeypatch.setattr(cdc, "route_events", broken)
+    _break_routing(monkeypatch)
     with lh.writer(max_age=60) as w:
-        w.extend([event(i) for i in range(20)])
+        w.extend([event(i) for i in range(20)] + _cdc_events(5))
     st = w.stats()
-    assert st.commits == 1 and st.flushed == 20 and "injected routing failure" in st.last_error
-    assert counts(lh) == (20, 20)
+    assert st.commits == 1 and st.flushed == 25 and st.last_error is None
+    assert counts(lh) == (25, 25)
+    pending = unrouted(lh.table("events.raw"))
+    assert list(pending.values()) == [["app.users"]]
+    assert "app.users" not in lh.tables() or lh.query("SELECT count(*) AS n FROM app.users").to_pylist() == [{"n": 0}]
+    monkeypatch.undo()
+    assert lh.route_pending() == 1
+    assert unrouted(lh.table("events.raw")) == {}
+    users = lh.query("SELECT id, n FROM app.users ORDER BY n").to_pylist()
+    assert users == [{"id": f"u{i}", "n": i} for i in range(5)]
+    assert counts(lh) == (25, 25)
+
+
+def test_append_events_retry_after_routing_failure_adds_nothing(lh: Lakehouse, monkeypatch) -> None:
+    """The old defect: routing failed after events.raw committed, append_events raised, the caller
+    retried, and the events were committed twice. Now the call returns normally, and a retry with
+    the same batch id (what a careful caller does after any error) commits nothing."""
+    _break_routing(monkeypatch)
+    batch = [event(i) for i in range(10)] + _cdc_events(3)
+    first = lh.append_events(batch, batch_id="01JBATCHRETRYTEST000000000")
+    assert first.rows == 13 and not first.already_committed
+    again = lh.append_events(batch, batch_id="01JBATCHRETRYTEST000000000")
+    assert again.already_committed and again.snapshot_id == first.snapshot_id
+    assert counts(lh) == (13, 13)
+    monkeypatch.undo()
+    # The next successful routing completes the one that failed.
+    lh.append_events(_cdc_events(4)[3:], batch_id="01JBATCHRETRYTEST000000001")
+    assert lh.query("SELECT count(*) AS n FROM app.users").to_pylist() == [{"n": 4}]
+    assert counts(lh) == (14, 14)
 
 
 def test_torn_wal_segment_keeps_every_complete_batch(tmp_path) -> None:

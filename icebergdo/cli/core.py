@@ -42,7 +42,7 @@ def cmd_init(args: argparse.Namespace, ctx: Any) -> int:
     print(f"catalog:   {config.redacted()['catalog_uri']} (name {config.catalog_name})")
     print(f"warehouse: {config.warehouse}")
     if config.is_s3:
-        from icebergdo.storage import init_warehouse
+        from icebergdo.dev.checks import init_warehouse
 
         failed = False
         for check in init_warehouse(config):
@@ -82,7 +82,7 @@ def cmd_query(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, ctx: Any) -> int:
-    from icebergdo import demo
+    from icebergdo.dev import demo
 
     lh = ctx.lh
     day = datetime.fromisoformat(args.day).replace(tzinfo=UTC) if args.day else datetime.now(UTC) - timedelta(days=1)

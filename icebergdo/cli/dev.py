@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_start(args: argparse.Namespace, ctx: Any) -> int:
     import os
 
-    from icebergdo import s3dev
+    from icebergdo.dev import s3dev
 
     folder = Path(args.dir).expanduser().resolve()
     server = s3dev.start(folder, s3_port=args.port, detach=True)
@@ -64,7 +64,7 @@ def cmd_start(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, ctx: Any) -> int:
-    from icebergdo import s3dev
+    from icebergdo.dev import s3dev
 
     server = s3dev.stop(args.dir)
     if server is None:
@@ -75,7 +75,7 @@ def cmd_stop(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Any) -> int:
-    from icebergdo import s3dev
+    from icebergdo.dev import s3dev
 
     server = s3dev.running(args.dir)
     if server is None:

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace, ctx: Any) -> int:
-    from icebergdo.doctor import run_checks
+    from icebergdo.dev.checks import run_checks
 
     results = run_checks(ctx.config)
     if args.json:

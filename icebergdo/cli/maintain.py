@@ -101,7 +101,7 @@ def _print_reports(reports: list[Any], title: str) -> None:
 def cmd_maintain(args: argparse.Namespace, ctx: Any) -> int:
     steps = [s for s in STEP_FLAGS if getattr(args, s)]
     if args.engine == "spark":
-        from icebergdo import spark  # heavy (JVM): only when asked for
+        from icebergdo.engines import spark  # heavy (JVM): only when asked for
 
         results = spark.maintain(ctx.lh, args.tables, set(steps or ["compact", "expire", "orphans", "manifests"]), args.dry_run)
         print(json.dumps(results, indent=2, default=str))

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_spark_sql(args: argparse.Namespace, ctx: Any) -> int:
-    from icebergdo import spark
+    from icebergdo.engines import spark
 
     if args.limit < 0:
         raise IcebergdoError("--limit must be >= 0")

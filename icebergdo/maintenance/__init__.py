@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from icebergdo.errors import BadInputError, ConfigError
 from icebergdo.maintenance.common import (
@@ -26,15 +26,14 @@ from icebergdo.maintenance.common import (
 )
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
-from icebergdo.maintenance.files import Store
+from icebergdo.store import Store
+from icebergdo.tables import Tables
 from icebergdo.maintenance.health import table_health
 from icebergdo.maintenance.lock import DEFAULT_TTL_S, LockBusyError, TableLock, last_run
 from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans
 from icebergdo.maintenance.retention import apply_retention, is_cdc_state, policies
 
-if TYPE_CHECKING:
-    from icebergdo.lakehouse import Lakehouse
 
 log = logging.getLogger(__name__)
 STEPS = ("retention", "compact", "manifests", "expire", "orphans")
@@ -98,7 +97,7 @@ def _check_steps(steps: Iterable[str] | None) -> list[str]:
 
 
 def _run_table(
-    lh: Lakehouse,
+    lh: Tables,
     name: str,
     steps: list[str],
     opts: MaintenanceOptions,
@@ -156,7 +155,7 @@ def _run_table(
 
 
 def maintain(
-    lh: Lakehouse,
+    lh: Tables,
     tables: Iterable[str] | None = None,
     steps: Iterable[str] | None = None,
     *,
@@ -164,11 +163,14 @@ def maintain(
     options: MaintenanceOptions | None = None,
     progress: Callable[[str], None] | None = _stderr,
     lock: bool = True,
+    engine: str = "python",
 ) -> list[StepReport]:
     """Run the chosen jobs on each table (all tables, all jobs by default), one table at a time.
 
     A table whose lock another maintainer holds is skipped with a note, not waited for.
     """
+    if engine != "python":
+        raise BadInputError(f"unknown maintenance engine {engine!r}")
     progress = progress or (lambda _m: None)
     chosen = _check_steps(steps)
     opts = options or MaintenanceOptions.from_config(lh.config.section("maintenance"), lh.config.source)
@@ -207,12 +209,12 @@ def maintain(
     return reports
 
 
-def plan(lh: Lakehouse, tables: Iterable[str] | None = None, steps: Iterable[str] | None = None, **kw: Any) -> list[StepReport]:
+def plan(lh: Tables, tables: Iterable[str] | None = None, steps: Iterable[str] | None = None, **kw: Any) -> list[StepReport]:
     """What `maintain` would do: files and bytes per table and job; changes nothing."""
     return maintain(lh, tables, steps, dry_run=True, lock=False, **kw)
 
 
-def health(lh: Lakehouse, tables: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def health(lh: Tables, tables: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Per-table health (see `health.table_health`)."""
     names = list(tables) if tables else lh.tables()
     loaded = {n: lh.table(n) for n in lh.tables()}
@@ -229,7 +231,7 @@ def health(lh: Lakehouse, tables: Iterable[str] | None = None) -> list[dict[str,
 
 
 def run_every(
-    lh: Lakehouse,
+    lh: Tables,
     interval_s: float,
     tables: Iterable[str] | None = None,
     steps: Iterable[str] | None = None,

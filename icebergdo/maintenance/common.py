@@ -9,6 +9,7 @@ from typing import Any
 from pyiceberg.table import Table, TableProperties
 
 from icebergdo import layout
+from icebergdo.iceberg import datafiles
 from icebergdo.errors import BadInputError
 
 DAY_MS = 86_400_000
@@ -56,7 +57,7 @@ class StepReport:
 
 
 def target_file_size(table: Table) -> int:
-    return int(table.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))
+    return datafiles.target_file_size(table.properties)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,16 +24,9 @@ from typing import Any
 
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import (
-    ArrowScan,
-    _determine_partitions,
-    pyarrow_to_schema,
-    write_file,
-)
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import PartitionSpec
-from pyiceberg.table import FileScanTask, Table, WriteTask
+from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Operation
 from pyiceberg.transforms import (
     DayTransform,
@@ -45,7 +37,7 @@ from pyiceberg.transforms import (
 )
 from pyiceberg.typedef import Record
 
-from icebergdo import datafiles, layout
+from icebergdo.iceberg import datafiles, scan
 from icebergdo.maintenance.common import (
     MIN_INPUT_FILES_DEFAULT,
     SMALL_FILE_RATIO,
@@ -53,8 +45,8 @@ from icebergdo.maintenance.common import (
     table_name,
     target_file_size,
 )
-from icebergdo.maintenance.files import Store
-from icebergdo.maintenance.rewrite import ReplaceDataFiles
+from icebergdo.store import Store
+from icebergdo.iceberg.producers import ReplaceDataFiles
 
 log = logging.getLogger(__name__)
 COMPACT_PREFIX = "_compact-"
@@ -178,8 +170,7 @@ def _write_group(table: Table, group: Group, target_size: int, sort_by: list[str
     """Read the group's whole files, sort, and write ~target-sized outputs (one partition)."""
     t0 = time.perf_counter()
     files = _by_lower_bound(table, group.files, sort_by)
-    scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
-    data = scan.to_table([FileScanTask(f) for f in files])
+    data = scan.read_files(table, files)
     t1 = time.perf_counter()
     expected = sum(f.record_count for f in group.files)
     if data.num_rows != expected:
@@ -189,21 +180,13 @@ def _write_group(table: Table, group: Group, target_size: int, sort_by: list[str
     n_out = max(1, math.ceil(group.bytes / target_size))
     per = math.ceil(data.num_rows / n_out) if data.num_rows else 0
     md = table.metadata
-    task_schema = pyarrow_to_schema(data.schema, name_mapping=md.schema().name_mapping, format_version=md.format_version)
     spec = table.specs()[group.spec_id]
-    tasks = []
-    write_uuid = uuid.uuid4()
-    for i in range(n_out):
-        chunk = data.slice(i * per, per)
-        if not chunk.num_rows:
-            continue
-        # Every row of the group is in one partition: derive its key from one row, not all of them.
-        key = next(iter(_determine_partitions(spec, md.schema(), chunk.slice(0, 1)))).partition_key if spec.fields else None
-        if key is not None and key.partition != group.partition:
-            raise RuntimeError(f"compaction input of partition {group.partition} maps to {key.partition}")
-        tasks.append(WriteTask(write_uuid=write_uuid, task_id=i, schema=task_schema, record_batches=chunk.to_batches(), partition_key=key))
-    with layout.data_file_prefix(COMPACT_PREFIX):
-        outputs = list(write_file(table.io, md, iter(tasks)))
+    # Every row of the group is in one partition: derive its key from one row, not all of them.
+    key = datafiles.partition_key_of(spec, md.schema(), data) if data.num_rows else None
+    if key is not None and key.partition != group.partition:
+        raise RuntimeError(f"compaction input of partition {group.partition} maps to {key.partition}")
+    chunks = [(key, data.slice(i * per, per)) for i in range(n_out)]
+    outputs = datafiles.write_data_files(md, table.io, chunks, file_prefix=COMPACT_PREFIX)
     t3 = time.perf_counter()
     for k, v in (("read_s", t1 - t0), ("sort_s", t2 - t1), ("write_s", t3 - t2)):
         timings[k] = timings.get(k, 0.0) + v

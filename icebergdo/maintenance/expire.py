@@ -22,9 +22,8 @@ from pyiceberg.io import FileIO
 from pyiceberg.table import Table
 from pyiceberg.table.refs import SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.table.update.snapshot import ExpireSnapshots
 
-from icebergdo.catalog import VERSION_HINT
+from icebergdo.iceberg.catalog import VERSION_HINT
 from icebergdo.maintenance.common import (
     MAX_SNAPSHOT_AGE_DEFAULT_MS,
     MAX_SNAPSHOT_AGE_PROPERTY,
@@ -34,7 +33,7 @@ from icebergdo.maintenance.common import (
     table_name,
     table_prefixes,
 )
-from icebergdo.maintenance.files import Store, is_under, normalise
+from icebergdo.store import Store, is_under, normalise
 from icebergdo.maintenance.reachable import content_files_of, manifests_of
 
 _METADATA_VERSION = re.compile(r"^v?(\d+)(?:-[^/]*)?\.metadata\.json$")
@@ -145,10 +144,7 @@ def expire(
         if not ids:
             break
         try:
-            expirer = ExpireSnapshots(transaction=table.transaction())
-            expirer.by_ids(ids)
-            expirer.commit()
-            expirer._transaction.commit_transaction()
+            table.maintenance.expire_snapshots().by_ids(ids).commit()
             break
         except CommitFailedException:
             table = table.refresh()

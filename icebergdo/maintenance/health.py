@@ -13,7 +13,7 @@ from icebergdo.maintenance.common import (
     table_prefixes,
     target_file_size,
 )
-from icebergdo.maintenance.files import Store, is_under
+from icebergdo.store import Store, is_under
 from icebergdo.maintenance.reachable import reachable
 
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from icebergdo.errors import IcebergdoError
+from icebergdo.errors import LockBusyError
 
 LOCK_TABLE = "icebergdo_locks"
 DEFAULT_TTL_S = 600.0
@@ -43,12 +43,6 @@ locks = Table(
     Column("last_run_at", Float, nullable=True),
     Column("last_summary", Text, nullable=True),
 )
-
-
-class LockBusyError(IcebergdoError):
-    """Another maintainer holds the table."""
-
-    exit_code = 5
 
 
 def ensure_schema(engine: Engine) -> None:

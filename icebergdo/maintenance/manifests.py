@@ -16,7 +16,7 @@ from pyiceberg.table.snapshots import Operation
 from pyiceberg.utils.properties import property_as_int
 
 from icebergdo.maintenance.common import StepReport, table_name
-from icebergdo.maintenance.rewrite import RewriteManifests
+from icebergdo.iceberg.producers import RewriteManifests
 
 MIN_MANIFESTS_DEFAULT = 2
 

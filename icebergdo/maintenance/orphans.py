@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from pyiceberg.table import Table
 
-from icebergdo.catalog import VERSION_HINT
-from icebergdo.errors import IcebergdoError
+from icebergdo.iceberg.catalog import VERSION_HINT
+from icebergdo.errors import UnsafePrefixError
 from icebergdo.maintenance.common import (
     ORPHAN_AGE_DEFAULT_S,
     StepReport,
@@ -27,14 +27,8 @@ from icebergdo.maintenance.common import (
     table_name,
     table_prefixes,
 )
-from icebergdo.maintenance.files import FileInfo, Store, is_under, normalise
+from icebergdo.store import FileInfo, Store, is_under, normalise
 from icebergdo.maintenance.reachable import reachable
-
-
-class UnsafePrefixError(IcebergdoError):
-    """A listing prefix that does not look like the table's own: refusing to delete anything."""
-
-    exit_code = 6
 
 
 def check_prefixes(name: str, prefixes: TablePrefixes, location: str, warehouse: str) -> None:

@@ -16,7 +16,7 @@ from pyiceberg.manifest import ManifestFile
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 
-from icebergdo.maintenance.files import normalise
+from icebergdo.store import normalise
 
 
 @dataclass

@@ -37,7 +37,7 @@ from icebergdo.maintenance.common import (
     table_prefixes,
 )
 from icebergdo.maintenance.compact import partition_end
-from icebergdo.maintenance.files import normalise
+from icebergdo.store import normalise
 
 CDC_ROLE_PROPERTY = "icebergdo.cdc.role"
 MAX_ATTEMPTS = 5

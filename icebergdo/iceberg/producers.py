@@ -1,4 +1,4 @@
-"""Snapshot producers pyiceberg 0.12 lacks: replace data files, and rewrite manifests.
+"""Snapshot producers pyiceberg 0.12 lacks: replace data files (compaction), and rewrite manifests.
 
 Both commit a `replace` snapshot (Iceberg's operation for "same rows, different files"), so
 incremental readers that follow appends skip them. Both ride on pyiceberg's own retry loop:

@@ -1,21 +1,27 @@
-"""Bucket work for S3 warehouses (R2, SeaweedFS, S3, MinIO) through boto3: create, probe, diagnose.
+"""Can this config be used? The checks behind `icebergdo init` and `icebergdo doctor`.
 
-pyiceberg/pyarrow do the table I/O; this module only answers "can this config use this bucket?"
-before anything is written, and turns S3 error codes into a diagnosis with a fix hint.
-No message built here carries a secret: only the endpoint, bucket, key names and error codes.
+pyiceberg/pyarrow do the table I/O; this module only answers "can this config use this catalog
+and this bucket?" before anything is written, and turns S3 error codes and database errors into a
+diagnosis with a fix hint. Read-only except for one probe object (written and deleted) in an S3
+warehouse and, for `init`, the bucket. No message built here carries a secret: only the endpoint,
+bucket, key names (masked) and error codes.
 """
 
 from __future__ import annotations
 
 import email.utils
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from ulid import ULID
 
-from icebergdo.config import Config, S3Settings
+from icebergdo import store
+from icebergdo.config import Config
 from icebergdo.errors import ConfigError
+from icebergdo.redact import mask_key, redact_uri, scrub
 
 PROBE_PREFIX = "_icebergdo/probe"
 MAX_CLOCK_SKEW_S = 300  # S3/R2 refuse requests signed more than 15 min off; warn well before
@@ -49,31 +55,10 @@ def split_warehouse(config: Config) -> tuple[str, str]:
 
 
 def s3_client(config: Config) -> Any:
-    """A boto3 S3 client from the same `[s3]` settings pyiceberg and DuckDB use."""
+    """A boto3 client for probing (few retries: checks should answer fast)."""
     if config.s3 is None:
         raise ConfigError(f"{config.source}: an s3:// warehouse needs an [s3] table")
-    return client_for(config.s3)
-
-
-def client_for(s3: S3Settings) -> Any:
-    """A boto3 S3 client for one set of S3 settings (few retries: checks should answer fast)."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    return boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key_id,
-        aws_secret_access_key=s3.secret_access_key,
-        aws_session_token=s3.session_token,
-        config=BotoConfig(
-            s3={"addressing_style": "path" if s3.path_style else "virtual"},
-            connect_timeout=s3.connect_timeout,
-            read_timeout=s3.request_timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
-        ),
-    )
+    return store.s3_client(config.s3, attempts=2)
 
 
 def diagnose(exc: BaseException, config: Config, bucket: str) -> tuple[str, str]:
@@ -96,10 +81,10 @@ def diagnose(exc: BaseException, config: Config, bucket: str) -> tuple[str, str]
         code = str(err.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ("InvalidAccessKeyId", "InvalidClientTokenId"):
-            return (f"the access key {_mask(key)} is not known to {endpoint}", "wrong access_key_id: check [s3] access_key_id (or the environment variable it comes from)")
+            return (f"the access key {mask_key(key)} is not known to {endpoint}", "wrong access_key_id: check [s3] access_key_id (or the environment variable it comes from)")
         if code == "SignatureDoesNotMatch":
             return (
-                f"the request signature was refused by {endpoint} (key {_mask(key)})",
+                f"the request signature was refused by {endpoint} (key {mask_key(key)})",
                 "wrong secret_access_key for this access key (or a clock/region mismatch): check [s3] secret_access_key and region",
             )
         if code in ("RequestTimeTooSkewed",) or "skew" in code.lower():
@@ -108,25 +93,13 @@ def diagnose(exc: BaseException, config: Config, bucket: str) -> tuple[str, str]
             return (f"bucket {bucket!r} does not exist at {endpoint}", "missing bucket: run `icebergdo init` (creates it) or fix the bucket in [catalog] warehouse")
         if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
             return (
-                f"access denied to bucket {bucket!r} for key {_mask(key)}",
+                f"access denied to bucket {bucket!r} for key {mask_key(key)}",
                 "wrong keys or a token without permission on this bucket: R2 tokens need 'Object Read & Write' on the bucket",
             )
         if code in ("AuthorizationHeaderMalformed", "InvalidRegion", "IllegalLocationConstraintException"):
             return (f"the region {s3.region if s3 else '?'} was refused ({code})", "check [s3] region (R2: auto)")
         return (f"{code or 'error'} (HTTP {status}) from {endpoint}", "see the provider's error documentation for this code")
-    return (f"{type(exc).__name__}: {_scrub(str(exc), config)}", "check [s3] settings and that the endpoint is an S3 API")
-
-
-def _mask(value: str) -> str:
-    return value[:4] + "…" if len(value) > 8 else value
-
-
-def _scrub(text: str, config: Config) -> str:
-    s3 = config.s3
-    for secret in (s3.secret_access_key, s3.session_token) if s3 else ():
-        if secret:
-            text = text.replace(secret, "***")
-    return text[:300]
+    return (f"{type(exc).__name__}: {scrub(str(exc), config.secrets())[:300]}", "check [s3] settings and that the endpoint is an S3 API")
 
 
 def check_bucket(client: Any, config: Config, bucket: str, *, create: bool) -> CheckResult:
@@ -231,3 +204,67 @@ def check_warehouse(config: Config, *, create_bucket: bool) -> list[CheckResult]
 def init_warehouse(config: Config) -> list[CheckResult]:
     """For `icebergdo init` on an s3:// warehouse: create the bucket if missing, then check read/write/list/delete."""
     return check_warehouse(config, create_bucket=True)
+
+
+# -- doctor -----------------------------------------------------------------------------------------
+def check_config(config: Config) -> CheckResult:
+    s3 = config.s3.redacted() if config.s3 else None
+    where = f"{config.source}: catalog {redact_uri(config.catalog_uri)}, warehouse {config.warehouse}"
+    if s3:
+        where += f", endpoint {s3['endpoint'] or 'AWS default'}, region {s3['region']}"
+    return CheckResult("config", True, where)
+
+
+def check_catalog(config: Config) -> CheckResult:
+    """Can we connect to the catalog database? (No tables are created.)"""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    uri = redact_uri(config.catalog_uri)
+    if config.is_sqlite:
+        path = config.catalog_uri.removeprefix("sqlite:///")
+        folder = Path(path).parent
+        if not folder.exists():
+            return CheckResult("catalog", True, f"{uri} will be created on first use (folder {folder} is missing)")
+        if not os.access(folder, os.W_OK):
+            return CheckResult("catalog", False, f"cannot write to {folder}", "fix the folder's permissions or choose another --home")
+    args = {"connect_timeout": 5} if config.catalog_uri.startswith("postgresql") else {}
+    engine = create_engine(config.catalog_uri, connect_args=args)
+    try:
+        with engine.connect() as con:
+            con.execute(text("SELECT 1"))
+    except SQLAlchemyError as e:
+        message = " ".join(str(getattr(e, "orig", None) or e).split())
+        message = scrub(message, config.secrets())
+        lower = message.lower()
+        if "password authentication failed" in lower or "authentication failed" in lower:
+            hint = "wrong user or password in [catalog] uri"
+        elif "does not exist" in lower and "database" in lower:
+            hint = "create the database first (createdb), or fix its name in [catalog] uri"
+        elif "refused" in lower or "could not connect" in lower or "timeout" in lower:
+            hint = "PostgreSQL is not running or not reachable at that host/port: check [catalog] uri"
+        else:
+            hint = "check [catalog] uri"
+        return CheckResult("catalog", False, f"cannot connect to {uri}: {message[:300]}", hint)
+    finally:
+        engine.dispose()
+    return CheckResult("catalog", True, f"connected to {uri}")
+
+
+def check_local_warehouse(config: Config) -> CheckResult:
+    path = Path(config.warehouse.removeprefix("file://"))
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
+    if not os.access(probe, os.W_OK):
+        return CheckResult("warehouse", False, f"cannot write to {probe}", "fix the folder's permissions or choose another --home")
+    state = "exists" if path.exists() else "will be created"
+    return CheckResult("warehouse", True, f"folder {path} {state} and is writable")
+
+
+def run_checks(config: Config) -> list[CheckResult]:
+    """Every check for this config, in the order a user would fix them."""
+    results = [check_config(config), check_catalog(config)]
+    if config.is_s3:
+        results += check_warehouse(config, create_bucket=False)
+    else:
+        results.append(check_local_warehouse(config))
+    return results

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from icebergdo.errors import IcebergdoError
+from icebergdo.config import S3Settings
+from icebergdo.errors import SeaweedFSError
+from icebergdo.store import s3_client
 
 HOST = "127.0.0.1"
 STATE_FILE = "seaweedfs.json"
@@ -45,10 +47,6 @@ PORT_FLAGS = (
     "admin.port",
     "admin.port.grpc",
 )
-
-
-class SeaweedFSError(IcebergdoError):
-    """The local S3 server could not be started or stopped."""
 
 
 def weed_binary() -> str:
@@ -140,10 +138,7 @@ class SeaweedFS:
 
     def client(self) -> Any:
         """A boto3 S3 client with this server's keys (path-style addressing)."""
-        from icebergdo.config import S3Settings
-        from icebergdo.storage import client_for
-
-        return client_for(S3Settings(**self.s3_settings()))
+        return s3_client(S3Settings(**self.s3_settings()), attempts=2)
 
     def create_bucket(self, name: str) -> str:
         """Create `name` (made a valid S3 bucket name first) if missing; return the name used."""

@@ -17,8 +17,9 @@ from pyiceberg.table.update import TableRequirement, TableUpdate
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError as SAOperationalError
 
-from icebergdo.config import Config, redact_uri
+from icebergdo.config import Config
 from icebergdo.errors import StorageError
+from icebergdo.redact import redact_uri, scrub
 
 log = logging.getLogger(__name__)
 
@@ -85,5 +86,5 @@ def open_catalog(config: Config) -> IcebergdoCatalog:
     try:
         catalog = IcebergdoCatalog(config.catalog_name, **config.catalog_properties())
     except SAOperationalError as e:
-        raise StorageError(f"cannot open catalog {redact_uri(config.catalog_uri)}: {e.orig}") from None
+        raise StorageError(f"cannot open catalog {redact_uri(config.catalog_uri)}: {scrub(str(e.orig), config.secrets())}") from None
     return catalog

@@ -23,7 +23,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from icebergdo import layout, spark_jars
+from icebergdo import layout
+from icebergdo.engines import spark_jars
 from icebergdo.config import Config
 from icebergdo.errors import BadInputError, ConfigError
 

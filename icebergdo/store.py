@@ -1,4 +1,5 @@
-"""Listing and deleting files on the warehouse store (local folder or S3), and path normalisation.
+"""The warehouse's object store: listing and deleting files (local folder or S3), path normalisation,
+and the one boto3 client factory (timeouts and retries from `[s3]`).
 
 Maintenance compares paths written by different engines (`s3a://` from Spark, `file:/x` from Java,
 `file:///x` from pyiceberg), so every comparison goes through `normalise` first. Deletes on S3 are
@@ -14,10 +15,37 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from icebergdo.config import Config
-from icebergdo.errors import StorageError
+from icebergdo.config import Config, S3Settings
+from icebergdo.errors import ConfigError, StorageError
 
 S3_DELETE_BATCH = 1000
+S3_ATTEMPTS = 5
+
+
+def s3_client(s3: S3Settings, *, attempts: int = S3_ATTEMPTS) -> Any:
+    """A boto3 S3 client from the same `[s3]` settings pyiceberg and DuckDB use.
+
+    Connect and read timeouts come from the settings, so a stalled endpoint fails instead of
+    hanging; `attempts` bounds botocore's own retries (checks use few, to answer fast).
+    """
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    endpoint = s3.endpoint if not s3.endpoint or "://" in s3.endpoint else f"https://{s3.endpoint}"
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key_id,
+        aws_secret_access_key=s3.secret_access_key,
+        aws_session_token=s3.session_token,
+        config=BotoConfig(
+            s3={"addressing_style": "path" if s3.path_style else "virtual"},
+            connect_timeout=s3.connect_timeout,
+            read_timeout=s3.request_timeout,
+            retries={"max_attempts": attempts, "mode": "standard"},
+        ),
+    )
 
 
 def normalise(path: str) -> str:
@@ -65,21 +93,9 @@ class Store:
     @property
     def s3(self) -> Any:
         if self._s3 is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            s = self.config.s3
-            kwargs: dict[str, Any] = {"region_name": s.region if s else "us-east-1"}
-            if s and s.endpoint:
-                kwargs["endpoint_url"] = s.endpoint if "://" in s.endpoint else f"https://{s.endpoint}"
-            if s and s.access_key_id:
-                kwargs["aws_access_key_id"] = s.access_key_id
-                kwargs["aws_secret_access_key"] = s.secret_access_key
-                if s.session_token:
-                    kwargs["aws_session_token"] = s.session_token
-            style = "path" if (s is None or s.path_style) else "virtual"
-            kwargs["config"] = BotoConfig(s3={"addressing_style": style}, retries={"max_attempts": 5, "mode": "standard"})
-            self._s3 = boto3.client("s3", **kwargs)
+            if self.config.s3 is None:
+                raise ConfigError(f"{self.config.source}: an s3:// warehouse needs an [s3] table")
+            self._s3 = s3_client(self.config.s3)
         return self._s3
 
     @staticmethod
