@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-test system-deps bench clean
+.PHONY: demo test lint install install-test system-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ system-deps:
 demo: install
 	$(BIN)/icebergdo --home lakehouse demo
 
-test: install-test system-deps
+# The layer contract (pyproject [tool.importlinter]), ruff and mypy: seconds, before any test.
+lint: install-test
+	$(BIN)/lint-imports
+	$(BIN)/ruff check icebergdo tests bench
+	$(BIN)/mypy
+
+test: install-test system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-test

@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from icebergdo import Lakehouse
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
-from icebergdo.store import Store
 from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.schema import (
     EVENT_ARROW_SCHEMA,
@@ -38,6 +37,7 @@ from icebergdo.schema import (
     EVENT_SCHEMA,
     EVENT_SORT_ORDER,
 )
+from icebergdo.store import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -160,7 +160,8 @@ def find_batch(table: Table, batch_id: str) -> Snapshot | None:
 
 # Failures worth another attempt: lost races, unknown outcomes, and I/O or database trouble.
 def _transient_types() -> tuple[type[BaseException], ...]:
-    from sqlalchemy.exc import DBAPIError, TimeoutError as SATimeoutError
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as SATimeoutError
 
     return (CommitFailedException, CommitStateUnknownException, OSError, DBAPIError, SATimeoutError, StorageError)
 
@@ -289,7 +290,7 @@ def commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S
     key = int.from_bytes(hashlib.blake2b(f"icebergdo:{identifier}".encode(), digest_size=8).digest(), "big", signed=True)
     if dialect == "postgresql":
         return lambda: _pg_lock(engine, key, timeout_s)
-    if dialect == "sqlite" and engine.url.database and engine.url.database != ":memory:":
+    if dialect == "sqlite" and engine is not None and engine.url.database and engine.url.database != ":memory:":
         path = Path(f"{engine.url.database}.{identifier}.lock")
         return lambda: _file_lock(path, timeout_s)
     return lambda: contextlib.nullcontext(False)

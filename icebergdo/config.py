@@ -153,7 +153,7 @@ class Config:
             base = cls.from_home(home)
             uri, warehouse = base.catalog_uri, base.warehouse
         else:
-            uri, warehouse = cat.get("uri"), cat.get("warehouse")
+            uri, warehouse = str(cat.get("uri") or ""), str(cat.get("warehouse") or "")
         if not uri:
             raise ConfigError(f"{source}: [catalog] uri is required (e.g. sqlite:///lakehouse/catalog.db)")
         if not warehouse:

@@ -151,7 +151,7 @@ def events_from_rows(
             else:
                 for k in unknown_keys:
                     extra.setdefault(k, [None] * (len(cols["id"]) - 1)).append(row[k])
-        for k, values in extra.items():
+        for values in extra.values():
             if len(values) < len(cols["id"]):
                 values.append(None)
         cols["payload"].append(payload_json(payload, f"{label}: field 'payload'"))
@@ -203,7 +203,7 @@ def events_from_arrow(table: pa.Table, *, now: datetime | None = None, unknown: 
     else:
         given = table.column("id").to_pylist() if "id" in names else [None] * n
         stamps = ts.to_pylist()
-        out["id"] = pa.array([g if g is not None else str(ULID.from_datetime(t)) for g, t in zip(given, stamps)], pa.string())
+        out["id"] = pa.array([g if g is not None else str(ULID.from_datetime(t)) for g, t in zip(given, stamps, strict=False)], pa.string())
     if "ingested_at" in names:
         out["ingested_at"] = table.column("ingested_at")
     else:
@@ -231,6 +231,6 @@ def to_events(rows: Any, **kw: Any) -> pa.Table:
     if isinstance(rows, pa.Table):
         kw.pop("labels", None)
         return events_from_arrow(rows, **kw)
-    if isinstance(rows, Mapping) or isinstance(rows, (str, bytes)):
+    if isinstance(rows, (Mapping, str, bytes)):
         raise BadInputError("expected a list of events (dicts) or a pyarrow.Table, got a single " + type(rows).__name__)
     return events_from_rows(rows, **kw)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 from pyiceberg import exceptions as iceberg_errors
@@ -28,10 +28,13 @@ from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortOrder
 
 from icebergdo import commit, layout
 from icebergdo.config import Config
-from icebergdo.errors import BadInputError, NoSuchTableError
+from icebergdo.errors import BadInputError, ConfigError, NoSuchTableError
 from icebergdo.iceberg import datafiles
 from icebergdo.iceberg.catalog import open_catalog
 from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA, EVENT_SORT_ORDER
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,14 @@ class Tables:
         self.config = config
         self.catalog = catalog or open_catalog(config)
         self._hooks: list[CommitHook] = []
+
+    @property
+    def catalog_engine(self) -> Engine:
+        """The SQLAlchemy engine of the SQL catalog (the database that also holds our locks)."""
+        engine = getattr(self.catalog, "engine", None)
+        if engine is None:
+            raise ConfigError(f"{self.config.source}: this needs a SQL catalog (sqlite or postgresql)")
+        return cast("Engine", engine)
 
     # -- post-commit hooks -----------------------------------------------------------------
     def on_commit(self, hook: CommitHook) -> None:
@@ -191,8 +202,8 @@ class Tables:
         except (ValueError, TypeError) as e:
             raise BadInputError(f"{name}: batch does not fit the table schema: {e}") from None
         snap = outcome.snapshot
-        summary = snap.summary if snap else None
-        files = int(summary["added-data-files"]) if summary and "added-data-files" in summary and not outcome.already_committed else 0
+        added = snap.summary.get("added-data-files") if snap and snap.summary else None
+        files = int(added) if added is not None and not outcome.already_committed else 0
         result = AppendResult(name, snap.snapshot_id if snap else None, batch.num_rows, files, outcome.already_committed, outcome.batch_id)
         self._after_commit(outcome.table, batch, result)
         return result
@@ -203,7 +214,8 @@ class Tables:
         for name in self.tables():
             tbl = self.catalog.load_table(name)
             snap = tbl.current_snapshot()
-            rows = int(snap.summary["total-records"]) if snap and snap.summary and "total-records" in snap.summary else 0
+            total = snap.summary.get("total-records") if snap and snap.summary else None
+            rows = int(total) if total is not None else 0
             out.append(
                 {
                     "table": name,

@@ -155,7 +155,7 @@ class Writer:
         target = tables.table(table)  # fails early on a missing table; creates events.raw
         self._arrow_schema = None if self._is_events else target.schema().as_arrow()
 
-        self._wal = WriteAheadLog(wal_dir) if self.durable else None
+        self._wal = WriteAheadLog(wal_dir) if self.durable and wal_dir is not None else None
         self.writer_id = self._wal.writer_id if self._wal else str(ULID())
 
         self._lock = threading.Lock()
@@ -388,6 +388,7 @@ class Writer:
     def _absorb_into(self, cur: _Batch, items: list[_Waiter]) -> None:
         groups: list[list[pa.Table]] = []
         for it in items:  # consecutive batches with one schema become one IPC record batch
+            assert it.table is not None
             if groups and groups[-1][0].schema.equals(it.table.schema):
                 groups[-1].append(it.table)
             else:

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from icebergdo import Lakehouse, commit
-from icebergdo.dev import s3dev
-from icebergdo.iceberg.catalog import IcebergdoCatalog
 from icebergdo.config import Config
+from icebergdo.dev import s3dev
 from icebergdo.errors import StorageError
+from icebergdo.iceberg.catalog import IcebergdoCatalog
 from tests import servers
 
 TABLE = "faults.items"

@@ -24,11 +24,11 @@ from icebergdo.maintenance import MaintenanceOptions, health, maintain, plan
 from icebergdo.maintenance.common import table_prefixes
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
-from icebergdo.store import Store, normalise
 from icebergdo.maintenance.lock import TableLock
 from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans
 from icebergdo.maintenance.reachable import reachable
+from icebergdo.store import Store, normalise
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ALL = "SELECT id, ts, type, source, namespace, collection, payload, ingested_at FROM events ORDER BY id"

@@ -14,8 +14,8 @@ import pytest
 from icebergdo import Lakehouse
 from icebergdo.config import Config
 from icebergdo.maintenance.compact import compact
-from icebergdo.store import Store
 from icebergdo.maintenance.manifests import rewrite_manifests
+from icebergdo.store import Store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 APPENDS = 14

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from icebergdo import Lakehouse
-from icebergdo.engines import spark_jars
-from icebergdo.engines import spark as isp
 from icebergdo.cli import main as cli_main
 from icebergdo.config import Config
+from icebergdo.engines import spark as isp
+from icebergdo.engines import spark_jars
 
 pytestmark = pytest.mark.slow
 

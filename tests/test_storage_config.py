@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from icebergdo.dev import checks as storage
-from icebergdo.dev import s3dev
 from icebergdo.cli import main
 from icebergdo.config import Config
+from icebergdo.dev import checks as storage
+from icebergdo.dev import s3dev
 from icebergdo.engines.duck import s3_secret_sql
 from icebergdo.errors import ConfigError
 from tests import servers

@@ -17,9 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from ulid import ULID
+
 from icebergdo.errors import BadInputError
 from icebergdo.schema import TS, parse_ts, ts_to_utc
-from ulid import ULID
 
 OPS = ("insert", "update", "delete")
 # Log-only columns, then the version columns that the current state keeps too.

@@ -18,6 +18,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+)
+from pyiceberg.partitioning import (
+    PartitionField,
+    PartitionSpec,
+)
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.table.sorting import SortField, SortOrder
+from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
+
 from icebergdo import layout
 from icebergdo.cdc.changes import (
     LOG_META,
@@ -52,25 +66,10 @@ from icebergdo.errors import (
     BadNameError,
     IcebergdoError,
 )
+from icebergdo.iceberg import filters
 from icebergdo.iceberg.schemas import fresh_schema
 from icebergdo.schema import parse_ts
 from icebergdo.tables import Tables
-from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import (
-    AlwaysTrue,
-    And,
-    GreaterThanOrEqual,
-    LessThan,
-    LessThanOrEqual,
-)
-from pyiceberg.partitioning import (
-    PartitionField,
-    PartitionSpec,
-)
-from pyiceberg.schema import Schema
-from pyiceberg.table import Table
-from pyiceberg.table.sorting import SortField, SortOrder
-from pyiceberg.transforms import BucketTransform, DayTransform, IdentityTransform
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ class Collection(FoldEngine):
         if self.log is None or self.log.current_snapshot() is None or self.state is None:
             return self._empty()
         until = micros(parse_ts(timestamp, "timestamp"))
-        rows = self.log.scan(row_filter=LessThanOrEqual("_ts", until)).to_arrow()
+        rows = self.log.scan(row_filter=filters.le("_ts", until)).to_arrow()
         rows = conform(rows, pa.schema([f.with_type(small_type(f.type)) for f in rows.schema]))
         won = winners(rows)
         live = won.filter(pc.not_equal(won.column("_op"), "delete"))
@@ -318,9 +317,9 @@ class Collection(FoldEngine):
             return pa.table({})
         filt: Any = AlwaysTrue()
         if since is not None:
-            filt = And(filt, GreaterThanOrEqual("_ts", micros(parse_ts(since, "since"))))
+            filt = And(filt, filters.ge("_ts", micros(parse_ts(since, "since"))))
         if until is not None:
-            filt = And(filt, LessThan("_ts", micros(parse_ts(until, "until"))))
+            filt = And(filt, filters.lt("_ts", micros(parse_ts(until, "until"))))
         out = self.log.scan(row_filter=filt).to_arrow()
         out = conform(out, arrow_schema(self.log.schema()))
         return out.sort_by([(c, "ascending") for c in VERSION_COLS])

@@ -14,6 +14,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+
 from icebergdo.cdc.changes import (
     RESERVED,
 )
@@ -21,10 +26,6 @@ from icebergdo.errors import (
     BadInputError,
     StorageError,
 )
-from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import schema_to_pyarrow
-from pyiceberg.schema import Schema
-from pyiceberg.table import Table
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from icebergdo.cdc.changes import VERSION_COLS
 
 

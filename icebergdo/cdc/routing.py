@@ -26,13 +26,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
+
+from icebergdo import layout
 from icebergdo.cdc.changes import (
     parse_changes,
 )
-from icebergdo import layout
 from icebergdo.cdc.collection import Collection
-from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.table import Table
 from icebergdo.errors import (
     BadInputError,
     IcebergdoError,
@@ -95,7 +96,9 @@ def route_events(tables: Tables, batch: pa.Table) -> dict[str, str]:
         except IcebergdoError as e:
             log.warning("CDC: %d event(s) for %s.%s skipped: %s", len(rows), ns, name, e)
             continue
-        changes, labels, ids = [], [], []
+        changes: list[dict[str, Any]] = []
+        labels: list[str] = []
+        ids: list[str] = []
         for row in rows:
             label = f"event {row.get('id') or '?'} ({ns}.{name})"
             try:
@@ -106,7 +109,7 @@ def route_events(tables: Tables, batch: pa.Table) -> dict[str, str]:
                 continue
             changes.append(change)
             labels.append(label)
-            ids.append(row.get("id"))
+            ids.append(row.get("id") or "")
         if not changes:
             continue
         try:

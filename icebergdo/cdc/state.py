@@ -22,6 +22,19 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyiceberg.conversions import from_bytes
+from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.expressions import (
+    And,
+)
+from pyiceberg.partitioning import (
+    PartitionFieldValue,
+    PartitionKey,
+)
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.transforms import BucketTransform
+
 from icebergdo.cdc.changes import (
     LOG_META,
     VERSION_COLS,
@@ -39,22 +52,8 @@ from icebergdo.cdc.fold import Merge, arange, drop_tombstoned, merge, winners
 from icebergdo.errors import (
     StorageError,
 )
-from icebergdo.iceberg import datafiles, scan
+from icebergdo.iceberg import datafiles, filters, scan
 from icebergdo.schema import TS
-from pyiceberg.conversions import from_bytes
-from pyiceberg.exceptions import CommitFailedException, ValidationException
-from pyiceberg.expressions import (
-    And,
-    EqualTo,
-    GreaterThanOrEqual,
-)
-from pyiceberg.partitioning import (
-    PartitionFieldValue,
-    PartitionKey,
-)
-from pyiceberg.table import Table
-from pyiceberg.table.snapshots import ancestors_of
-from pyiceberg.transforms import BucketTransform
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +149,7 @@ class FoldEngine:
         # Files to rewrite: those holding a replaced (updated or deleted) row; rows are in task order.
         ends = list(accumulate(counts))
         rewrite_idx = sorted({bisect_right(ends, r) for r in m.replaced_rows.to_pylist()})
-        keep = pc.invert(pc.is_in(arange(existing.num_rows), value_set=m.replaced_rows)) if rewrite_idx else None
+        keep = pc.invert(pc.is_in(arange(existing.num_rows), value_set=m.replaced_rows)) if rewrite_idx else pa.array([], pa.bool_())
         groups = _PartitionGroups(state)
         for i in rewrite_idx:
             start = ends[i] - counts[i]
@@ -222,8 +221,8 @@ class FoldEngine:
             if not cand:
                 continue
             lo_b, hi_b = (f.lower_bounds or {}).get(k0.field_id), (f.upper_bounds or {}).get(k0.field_id)
-            lo = from_bytes(k0.field_type, lo_b) if lo_b is not None else None
-            hi = from_bytes(k0.field_type, hi_b) if hi_b is not None else None
+            lo = from_bytes(k0.field_type, lo_b) if lo_b is not None else None  # type: ignore[arg-type]  # keys are primitive
+            hi = from_bytes(k0.field_type, hi_b) if hi_b is not None else None  # type: ignore[arg-type]
             start = bisect_left(cand, lo) if lo is not None else 0
             stop = bisect_right(cand, hi) if hi is not None else len(cand)
             if stop > start:
@@ -251,7 +250,7 @@ class FoldEngine:
         if candidates.num_rows == 0:
             return empty
         since = pc.min(candidates.column("_ts")).value
-        filt = And(EqualTo("_op", "delete"), GreaterThanOrEqual("_ts", since))
+        filt = And(filters.eq("_op", "delete"), filters.ge("_ts", since))
         found = self.log.scan(row_filter=filt, selected_fields=("_key", *VERSION_COLS)).to_arrow()
         if found.num_rows == 0:
             return empty

@@ -7,9 +7,13 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from icebergdo.config import Config
 from icebergdo.errors import IcebergdoError
+
+if TYPE_CHECKING:
+    from icebergdo.lakehouse import Lakehouse
 
 # Each module registers its sub-commands; handlers receive (args, ctx) and return an exit code.
 COMMAND_MODULES = [
@@ -28,14 +32,14 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self._lh = None
+        self._lh: Lakehouse | None = None
 
     @property
     def config(self) -> Config:
         return Config.resolve(home=self.args.home, config=self.args.config)
 
     @property
-    def lh(self):  # -> Lakehouse (import deferred: `--help` stays fast)
+    def lh(self) -> Lakehouse:  # import deferred: `--help` stays fast
         if self._lh is None:
             from icebergdo.lakehouse import Lakehouse
 

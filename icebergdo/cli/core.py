@@ -122,7 +122,7 @@ def print_rows(header: list[str], rows: list[Any], fmt: str) -> None:
         w.writerow(header)
         w.writerows(rows)
     elif fmt == "json":
-        print(json.dumps([dict(zip(header, r)) for r in rows], default=str, indent=1))
+        print(json.dumps([dict(zip(header, r, strict=False)) for r in rows], default=str, indent=1))
     else:
         print_table(header, rows)
 
@@ -131,8 +131,8 @@ def print_table(header: list[str], rows: list[Any]) -> None:
     """Aligned plain-text table (no dependency, readable in logs)."""
     text = [[("" if v is None else str(v)) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)))
     print("  ".join("-" * w for w in widths))
     for r in text:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)))
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")

@@ -118,7 +118,7 @@ def _validate(rows: list[Any], labels: list[str], args: argparse.Namespace, repo
         if args.on_error != "skip":
             raise
     good_rows, good_labels = [], []
-    for row, where in zip(rows, labels):  # slow path, only for a chunk that has a bad line
+    for row, where in zip(rows, labels, strict=False):  # slow path, only for a chunk that has a bad line
         try:
             events_from_rows([row], labels=[where], unknown=args.unknown)
         except BadInputError as e:

@@ -63,7 +63,10 @@ def _options(args: argparse.Namespace, ctx: Any) -> Any:
     from icebergdo.maintenance.common import parse_duration
 
     base = MaintenanceOptions.from_config(ctx.config.section("maintenance"), ctx.config.source)
-    dur = lambda v, f: parse_duration(v, where=f) if v is not None else None
+
+    def dur(value: str | None, flag: str) -> float | None:
+        return parse_duration(value, where=flag) if value is not None else None
+
     if args.retain_last is not None and args.retain_last < 1:
         raise BadInputError("--retain-last: must be at least 1")
     return base.merged(

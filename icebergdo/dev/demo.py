@@ -38,7 +38,7 @@ def generate_day(day: datetime, events: int, seed: int = 7) -> pa.Table:
     cols: dict[str, list] = {name: [] for name in EVENT_ARROW_SCHEMA.names}
     hours = rng.choices(range(24), weights=weights, k=events)
     now = datetime.now(UTC)
-    for i, hour in enumerate(hours):
+    for hour in hours:
         ts = start + timedelta(hours=hour, seconds=rng.uniform(0, 3600))
         kind, sources, _ = rng.choices(kinds, weights=[k[2] for k in kinds])[0]
         source = rng.choice(sources)

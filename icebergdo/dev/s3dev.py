@@ -249,7 +249,7 @@ def start(
         port = s3_port or picked[-1]
         if s3_port is not None and not port_is_free(port):
             raise SeaweedFSError(f"port {port} on {HOST} is already in use: choose another with --port")
-        ports = dict(zip(PORT_FLAGS, picked[:-1]))
+        ports = dict(zip(PORT_FLAGS, picked[:-1], strict=False))
         args = [
             binary,
             "mini",
@@ -266,13 +266,10 @@ def start(
             "-webdav=false",
             "-volume.preStopSeconds=0",  # tests and dev: no 1 s drain before exit
         ]
-        log = open(folder / LOG_FILE, "ab")
-        try:
+        with open(folder / LOG_FILE, "ab") as log:
             proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True
             )
-        finally:
-            log.close()
         server = SeaweedFS(folder, proc.pid, port, ports, access_key, secret_key, region, proc)
         try:
             _wait_ready(server, proc, timeout)

@@ -24,7 +24,7 @@ def extension_path(name: str) -> Path:
         raise IcebergdoError(
             f"DuckDB extension package 'duckdb-extension-{name}=={duckdb.__version__}' is not installed"
         ) from None
-    path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    path = Path(str(module.__file__)).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     if not path.exists():
         raise IcebergdoError(f"{path} is missing: duckdb-extension-{name} must match duckdb {duckdb.__version__}")
     return path
@@ -35,7 +35,7 @@ def s3_secret_sql(config: Config) -> str | None:
     s3 = config.s3
     if s3 is None:
         return None
-    opts = [f"TYPE s3", f"REGION '{_q(s3.region)}'", f"URL_STYLE '{'path' if s3.path_style else 'vhost'}'"]
+    opts = ["TYPE s3", f"REGION '{_q(s3.region)}'", f"URL_STYLE '{'path' if s3.path_style else 'vhost'}'"]
     if s3.access_key_id:
         opts.append(f"KEY_ID '{_q(s3.access_key_id)}'")
     if s3.secret_access_key:

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from icebergdo import layout
-from icebergdo.engines import spark_jars
 from icebergdo.config import Config
+from icebergdo.engines import spark_jars
 from icebergdo.errors import BadInputError, ConfigError
 
 EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"

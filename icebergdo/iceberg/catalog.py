@@ -48,7 +48,7 @@ class IcebergdoCatalog(SqlCatalog):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         super()._init_catalog()
 
-    def create_table(self, *args: Any, **kwargs: Any) -> Table:  # type: ignore[override]
+    def create_table(self, *args: Any, **kwargs: Any) -> Table:
         table = super().create_table(*args, **kwargs)
         self._write_version_hint(table.io, table.metadata_location)
         return table

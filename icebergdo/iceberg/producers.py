@@ -60,7 +60,7 @@ class RewriteManifests(_FastAppendFiles):
 
     def _process_manifests(self, manifests: list[ManifestFile]) -> list[ManifestFile]:
         props = self._transaction.table_metadata.properties
-        target = property_as_int(props, TableProperties.MANIFEST_TARGET_SIZE_BYTES, TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT)
+        target = property_as_int(props, TableProperties.MANIFEST_TARGET_SIZE_BYTES, TableProperties.MANIFEST_TARGET_SIZE_BYTES_DEFAULT) or 1
         data = [m for m in manifests if m.content == ManifestContent.DATA]
         deletes = [m for m in manifests if m.content == ManifestContent.DELETES]
         merger = _ManifestMergeManager(target_size_bytes=target, min_count_to_merge=2, merge_enabled=True, snapshot_producer=self)

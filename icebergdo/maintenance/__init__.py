@@ -26,14 +26,13 @@ from icebergdo.maintenance.common import (
 )
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
-from icebergdo.store import Store
-from icebergdo.tables import Tables
 from icebergdo.maintenance.health import table_health
 from icebergdo.maintenance.lock import DEFAULT_TTL_S, LockBusyError, TableLock, last_run
 from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans
 from icebergdo.maintenance.retention import apply_retention, is_cdc_state, policies
-
+from icebergdo.store import Store
+from icebergdo.tables import Tables
 
 log = logging.getLogger(__name__)
 STEPS = ("retention", "compact", "manifests", "expire", "orphans")
@@ -195,7 +194,7 @@ def maintain(
         if dry_run or not lock:
             reports += _run_table(lh, name, chosen, opts, lock=None, **kwargs)
             continue
-        tl = TableLock(lh.catalog.engine, lh.config.catalog_name, name, ttl=opts.lock_ttl)
+        tl = TableLock(lh.catalog_engine, lh.config.catalog_name, name, ttl=opts.lock_ttl)
         if not tl.acquire():
             reports.append(StepReport(name, "all", dry_run, notes=["skipped: another maintainer holds the lock"]))
             progress(f"{name}: skipped, locked by another maintainer")
@@ -226,7 +225,7 @@ def health(lh: Tables, tables: Iterable[str] | None = None) -> list[dict[str, An
     out = []
     for n in names:
         others = [p for m, ps in prefixes.items() if m != n for p in ps]
-        out.append(table_health(loaded[n], store, others, last_run(lh.catalog.engine, lh.config.catalog_name, n)))
+        out.append(table_health(loaded[n], store, others, last_run(lh.catalog_engine, lh.config.catalog_name, n)))
     return out
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from pyiceberg.table import Table, TableProperties
 
 from icebergdo import layout
-from icebergdo.iceberg import datafiles
 from icebergdo.errors import BadInputError
+from icebergdo.iceberg import datafiles
 
 DAY_MS = 86_400_000
 # Iceberg's defaults (TableProperties / Java actions), so behaviour matches Spark's procedures.

@@ -38,6 +38,7 @@ from pyiceberg.transforms import (
 from pyiceberg.typedef import Record
 
 from icebergdo.iceberg import datafiles, scan
+from icebergdo.iceberg.producers import ReplaceDataFiles
 from icebergdo.maintenance.common import (
     MIN_INPUT_FILES_DEFAULT,
     SMALL_FILE_RATIO,
@@ -46,7 +47,6 @@ from icebergdo.maintenance.common import (
     target_file_size,
 )
 from icebergdo.store import Store
-from icebergdo.iceberg.producers import ReplaceDataFiles
 
 log = logging.getLogger(__name__)
 COMPACT_PREFIX = "_compact-"
@@ -207,7 +207,7 @@ def _by_lower_bound(table: Table, files: list[DataFile], sort_by: list[str]) -> 
 
     def bound(f: DataFile) -> tuple[int, Any]:
         raw = (f.lower_bounds or {}).get(field.field_id)
-        return (0, from_bytes(field.field_type, raw)) if raw is not None else (1, 0)
+        return (0, from_bytes(field.field_type, raw)) if raw is not None else (1, 0)  # type: ignore[arg-type]  # sort columns are primitive
 
     try:
         return sorted(files, key=bound)

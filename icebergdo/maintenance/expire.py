@@ -33,8 +33,8 @@ from icebergdo.maintenance.common import (
     table_name,
     table_prefixes,
 )
-from icebergdo.store import Store, is_under, normalise
 from icebergdo.maintenance.reachable import content_files_of, manifests_of
+from icebergdo.store import Store, is_under, normalise
 
 _METADATA_VERSION = re.compile(r"^v?(\d+)(?:-[^/]*)?\.metadata\.json$")
 MAX_ATTEMPTS = 10

@@ -13,8 +13,8 @@ from icebergdo.maintenance.common import (
     table_prefixes,
     target_file_size,
 )
-from icebergdo.store import Store, is_under
 from icebergdo.maintenance.reachable import reachable
+from icebergdo.store import Store, is_under
 
 
 def table_health(table: Table, store: Store, other_prefixes: list[str], last_run: tuple[float | None, Any]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.snapshots import Operation
 from pyiceberg.utils.properties import property_as_int
 
-from icebergdo.maintenance.common import StepReport, table_name
 from icebergdo.iceberg.producers import RewriteManifests
+from icebergdo.maintenance.common import StepReport, table_name
 
 MIN_MANIFESTS_DEFAULT = 2
 

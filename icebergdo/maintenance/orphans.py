@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from pyiceberg.table import Table
 
-from icebergdo.iceberg.catalog import VERSION_HINT
 from icebergdo.errors import UnsafePrefixError
+from icebergdo.iceberg.catalog import VERSION_HINT
 from icebergdo.maintenance.common import (
     ORPHAN_AGE_DEFAULT_S,
     StepReport,
@@ -27,8 +27,8 @@ from icebergdo.maintenance.common import (
     table_name,
     table_prefixes,
 )
-from icebergdo.store import FileInfo, Store, is_under, normalise
 from icebergdo.maintenance.reachable import reachable
+from icebergdo.store import FileInfo, Store, is_under, normalise
 
 
 def check_prefixes(name: str, prefixes: TablePrefixes, location: str, warehouse: str) -> None:

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pyiceberg.exceptions import CommitFailedException, ValidationException
-from pyiceberg.expressions import LessThan
 from pyiceberg.table import Table
 from pyiceberg.transforms import (
     DayTransform,
@@ -30,6 +29,7 @@ from pyiceberg.transforms import (
 from icebergdo import layout
 from icebergdo.config import Config
 from icebergdo.errors import BadInputError, ConfigError
+from icebergdo.iceberg import filters
 from icebergdo.maintenance.common import (
     StepReport,
     parse_duration,
@@ -76,7 +76,9 @@ def time_field(table: Table) -> tuple[str, Any]:
     spec = table.spec()
     for pf in spec.fields:
         if isinstance(pf.transform, (HourTransform, DayTransform, MonthTransform, YearTransform)):
-            return table.schema().find_column_name(pf.source_id), pf.transform
+            column = table.schema().find_column_name(pf.source_id)
+            if column is not None:
+                return column, pf.transform
     raise BadInputError(f"{table_name(table)}: retention needs a time-partitioned table (hour/day/month/year partition)")
 
 
@@ -126,7 +128,7 @@ def apply_retention(
         report.seconds = time.monotonic() - started
         return report
     progress(f"{name}: dropping {len(partitions)} partition(s) older than {cutoff.isoformat()}")
-    predicate = LessThan(column, cutoff.isoformat())
+    predicate = filters.lt(column, cutoff.isoformat())
     for attempt in range(MAX_ATTEMPTS):
         try:
             table.delete(delete_filter=predicate, snapshot_properties={"icebergdo.maintenance": "retention"})
