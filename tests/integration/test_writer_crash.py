@@ -82,7 +82,7 @@ def test_sigkill_rounds_lose_nothing_and_duplicate_nothing(lh: Lakehouse, config
     acks.mkdir()
     rng = random.Random(4)
     modes = ["random", "after-commit", "before-commit", "random"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for rnd, mode in enumerate(modes):
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(cfg_file), str(wal), str(acks), mode, str(rnd)],

@@ -16,7 +16,7 @@ from icebergdo.engines.duck import s3_secret_sql
 from icebergdo.errors import ConfigError
 from tests import servers
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "catalog-config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "catalog-config"
 ENV = {
     "R2_ACCOUNT_ID": "0123456789abcdef0123456789abcdef",
     "R2_ACCESS_KEY_ID": "r2-access-key-id-value",

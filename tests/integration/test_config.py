@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from icebergdo import Config, ConfigError, Lakehouse
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_home_is_sqlite_plus_folder(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def test_on_error_skip_and_unknown_fields(lh: Lakehouse, config: Config, tmp_pat
 
 
 def test_stdin_in_a_subprocess(lh: Lakehouse, config: Config, tmp_path: Path, monkeypatch, capsys) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     cmd = [sys.executable, "-m", "icebergdo", *cli_args(config, tmp_path), "ingest", "-", "--no-progress"]
     data = "".join(good(i) + "\n" for i in range(250))
     proc = subprocess.run(cmd, input=data, capture_output=True, text=True, env=env, timeout=120)
