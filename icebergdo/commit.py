@@ -287,13 +287,81 @@ def commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S
     """
     engine = getattr(catalog, "engine", None)
     dialect = engine.dialect.name if engine is not None else ""
-    key = int.from_bytes(hashlib.blake2b(f"icebergdo:{identifier}".encode(), digest_size=8).digest(), "big", signed=True)
     if dialect == "postgresql":
-        return lambda: _pg_lock(engine, key, timeout_s)
-    if dialect == "sqlite" and engine is not None and engine.url.database and engine.url.database != ":memory:":
-        path = Path(f"{engine.url.database}.{identifier}.lock")
+        return lambda: _pg_lock(engine, _pg_key(identifier), timeout_s)
+    if (path := _lock_file(engine, identifier)) is not None:
         return lambda: _file_lock(path, timeout_s)
     return lambda: contextlib.nullcontext(False)
+
+
+def _pg_key(identifier: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"icebergdo:{identifier}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _lock_file(engine: Any, identifier: str) -> Path | None:
+    if engine is not None and engine.dialect.name == "sqlite" and engine.url.database and engine.url.database != ":memory:":
+        return Path(f"{engine.url.database}.{identifier}.lock")
+    return None
+
+
+@contextlib.contextmanager
+def exclusive_commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
+    """Hold the same per-table lock as `commit_lock`, yielding whether it is really held.
+
+    For maintenance that must see no commit land while it works (orphan removal below its safety
+    window): unlike `commit_lock`, a lock not obtained within `timeout_s` yields False instead of
+    letting the caller go ahead optimistically, and the caller must then not act on its view.
+    """
+    engine = getattr(catalog, "engine", None)
+    dialect = engine.dialect.name if engine is not None else ""
+    if engine is not None and dialect == "postgresql":
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        key = _pg_key(identifier)
+        con = engine.connect()
+        held = False
+        try:
+            try:
+                con.execute(text(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'"))  # this transaction only
+                con.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})  # session lock: outlives the commit
+                con.commit()
+                held = True
+            except DBAPIError:
+                con.rollback()
+            yield held
+        finally:
+            try:
+                if held:
+                    con.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    con.commit()
+            except DBAPIError:
+                con.invalidate()  # the session is gone, and its advisory lock with it
+            finally:
+                con.close()
+        return
+    path = _lock_file(engine, identifier)
+    if path is None:
+        yield False
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.005)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from icebergdo.errors import BadInputError
+from icebergdo.errors import BadInputError, LockBusyError
 
 STEP_FLAGS = {
     "retention": "drop partitions older than the table's [retention] age",
@@ -36,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=["python", "spark"], default="python", help="python (default) or Spark's Iceberg procedures")
     p.add_argument("--older-than", metavar="DURATION", help="expire snapshots older than this (default: history.expire.max-snapshot-age-ms, 5d)")
     p.add_argument("--retain-last", type=int, metavar="N", help="always keep the newest N snapshots (default: history.expire.min-snapshots-to-keep, 1)")
-    p.add_argument("--orphan-age", metavar="DURATION", help="only delete orphans older than this (default 3d)")
+    p.add_argument("--orphan-age", metavar="DURATION", help="only delete orphans older than this (default 3d; below 1h needs --unsafe-orphan-age)")
+    p.add_argument("--unsafe-orphan-age", action="store_true",
+                   help="allow --orphan-age below 1h (only when every writer of the table is an icebergdo append; docs/maintenance.md)")
+    p.add_argument("--wait", metavar="DURATION", help="wait up to DURATION for a table's maintenance lock (default: skip it at once; exit code 5)")
     p.add_argument("--target-file-size", type=int, metavar="BYTES", help="compaction target (default: write.target-file-size-bytes)")
     p.add_argument("--min-input-files", type=int, metavar="N", help="compact a partition from N small files (default 5)")
     p.add_argument("--rollup-after", metavar="DURATION", help="merge partitions older than this into one file each (default: off)")
@@ -76,6 +79,8 @@ def _options(args: argparse.Namespace, ctx: Any) -> Any:
         target_file_size=args.target_file_size,
         min_input_files=args.min_input_files,
         rollup_after=dur(args.rollup_after, "--rollup-after"),
+        unsafe_orphan_age=True if args.unsafe_orphan_age else None,
+        lock_wait=dur(args.wait, "--wait"),
     )
 
 
@@ -141,6 +146,10 @@ def cmd_maintain(args: argparse.Namespace, ctx: Any) -> int:
     else:
         print()
         _print_reports(done, f"done in {time.monotonic() - started:.1f}s:")
+    skipped = [r.table for r in done if r.details.get("skipped") == "locked"]
+    if skipped:  # cron must be able to tell a skipped run from a done one
+        print(f"icebergdo: skipped (locked by another maintainer): {', '.join(skipped)}", file=sys.stderr)
+        return LockBusyError.exit_code
     return 0
 
 

@@ -27,9 +27,9 @@ from icebergdo.maintenance.common import (
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
 from icebergdo.maintenance.health import table_health
-from icebergdo.maintenance.lock import DEFAULT_TTL_S, LockBusyError, TableLock, last_run
+from icebergdo.maintenance.lock import DEFAULT_TTL_S, LockBusyError, TableLock, current_holder, last_run
 from icebergdo.maintenance.manifests import rewrite_manifests
-from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans
+from icebergdo.maintenance.orphans import UnsafePrefixError, check_age, remove_orphans
 from icebergdo.maintenance.retention import apply_retention, is_cdc_state, policies
 from icebergdo.store import Store
 from icebergdo.tables import Tables
@@ -51,6 +51,8 @@ class MaintenanceOptions:
     min_input_files: int = MIN_INPUT_FILES_DEFAULT
     rollup_after: float | None = None  # partitions older than this are merged whole
     lock_ttl: float = DEFAULT_TTL_S
+    unsafe_orphan_age: bool = False  # allow orphan_age below the 1 h floor (see orphans.py)
+    lock_wait: float = 0.0  # seconds to wait for a table's lock before skipping it
 
     @classmethod
     def from_config(cls, section: dict[str, Any], source: str = "config") -> MaintenanceOptions:
@@ -143,6 +145,7 @@ def _run_table(
                     warehouse=lh.config.warehouse,
                     other_prefixes=others,
                     older_than_s=opts.orphan_age,
+                    unsafe_age=opts.unsafe_orphan_age,
                     dry_run=dry_run,
                     progress=progress,
                 )
@@ -166,7 +169,8 @@ def maintain(
 ) -> list[StepReport]:
     """Run the chosen jobs on each table (all tables, all jobs by default), one table at a time.
 
-    A table whose lock another maintainer holds is skipped with a note, not waited for.
+    A table whose lock another maintainer holds (after waiting `options.lock_wait`) is skipped:
+    its report has the note "skipped: locked ..." and `details["skipped"] == "locked"`.
     """
     if engine != "python":
         raise BadInputError(f"unknown maintenance engine {engine!r}")
@@ -182,6 +186,8 @@ def maintain(
     for n in retention:
         if n not in known:
             raise ConfigError(f"{lh.config.source}: [retention] names table {n!r}, which does not exist")
+    if "orphans" in chosen:  # refuse a window below the floor before any table is touched
+        check_age("maintain", opts.orphan_age, opts.unsafe_orphan_age)
     if "retention" in chosen:  # refuse a bad policy before any table is touched
         for n in names:
             if n in retention and is_cdc_state(lh.table(n), lh.config.warehouse):
@@ -190,14 +196,16 @@ def maintain(
     all_prefixes = {n: table_prefixes(lh.table(n)).all() for n in sorted(known)} if "orphans" in chosen else {}
     reports: list[StepReport] = []
     for name in names:
-        kwargs = {"dry_run": dry_run, "store": store, "retention": retention, "all_prefixes": all_prefixes, "progress": progress}
+        kwargs: dict[str, Any] = {"dry_run": dry_run, "store": store, "retention": retention, "all_prefixes": all_prefixes, "progress": progress}
         if dry_run or not lock:
             reports += _run_table(lh, name, chosen, opts, lock=None, **kwargs)
             continue
         tl = TableLock(lh.catalog_engine, lh.config.catalog_name, name, ttl=opts.lock_ttl)
-        if not tl.acquire():
-            reports.append(StepReport(name, "all", dry_run, notes=["skipped: another maintainer holds the lock"]))
-            progress(f"{name}: skipped, locked by another maintainer")
+        if not tl.acquire(wait=opts.lock_wait):
+            holder = current_holder(lh.catalog_engine, lh.config.catalog_name, name)
+            note = f"skipped: locked by another maintainer ({holder or 'unknown'})"
+            reports.append(StepReport(name, "all", dry_run, notes=[note], details={"skipped": "locked"}))
+            progress(f"{name}: {note}")
             continue
         done: list[StepReport] = []
         try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +21,7 @@ from pyiceberg.table.snapshots import Operation
 
 from icebergdo import Lakehouse, layout
 from icebergdo.cli import main as cli_main
-from icebergdo.errors import BadInputError, IcebergdoError
+from icebergdo.errors import BadInputError, IcebergdoError, LockBusyError, UnsafeOperationError
 from icebergdo.maintenance import MaintenanceOptions, health, maintain, plan
 from icebergdo.maintenance.common import table_prefixes
 from icebergdo.maintenance.compact import compact
@@ -29,6 +31,7 @@ from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans
 from icebergdo.maintenance.reachable import reachable
 from icebergdo.store import Store, normalise
+from tests.integration import procs
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ALL = "SELECT id, ts, type, source, namespace, collection, payload, ingested_at FROM events ORDER BY id"
@@ -275,11 +278,28 @@ def test_orphans_refuse_a_prefix_that_is_not_the_tables(lh: Lakehouse) -> None:
     with table.transaction() as tx:
         tx.set_properties({"write.data.path": lh.config.warehouse})
     with pytest.raises(UnsafePrefixError, match="warehouse"):
-        remove_orphans(lh.table("events.raw"), store=Store(lh.config), warehouse=lh.config.warehouse, other_prefixes=[], older_than_s=0)
+        remove_orphans(lh.table("events.raw"), store=Store(lh.config), warehouse=lh.config.warehouse, other_prefixes=[], older_than_s=0, unsafe_age=True)
     before = listing(lh)
-    (r,) = maintain(lh, ["events.raw"], ["orphans"], options=MaintenanceOptions(orphan_age=0), progress=None)
+    (r,) = maintain(lh, ["events.raw"], ["orphans"], options=MaintenanceOptions(orphan_age=0, unsafe_orphan_age=True), progress=None)
     assert r.notes and r.notes[0].startswith("refused:") and r.files_in == 0
     assert listing(lh) == before  # nothing deleted
+
+
+def test_orphan_age_below_the_floor_is_refused_without_the_override(lh: Lakehouse, config, tmp_path) -> None:
+    lh.append_events(events(0))
+    leftovers = _failed_commit_leftovers(lh)
+    before = listing(lh)
+    with pytest.raises(UnsafeOperationError, match="unsafe-orphan-age"):
+        maintain(lh, ["events.raw"], ["orphans"], options=MaintenanceOptions(orphan_age=59 * 60), progress=None)
+    with pytest.raises(UnsafeOperationError, match="floor"):
+        remove_orphans(lh.table("events.raw"), store=Store(lh.config), warehouse=lh.config.warehouse, other_prefixes=[], older_than_s=0)
+    cfg = procs.write_config(config, tmp_path / "lake.toml")
+    run = subprocess.run([*procs.ICEBERGDO, "--config", str(cfg), "maintain", "--orphans", "--orphan-age", "0s"],
+                         capture_output=True, env=procs.env(), timeout=300)
+    assert run.returncode == UnsafeOperationError.exit_code == 6 and b"--unsafe-orphan-age" in run.stderr
+    assert listing(lh) == before  # refused before anything was listed or deleted
+    (r,) = maintain(lh, ["events.raw"], ["orphans"], options=MaintenanceOptions(orphan_age=3600), progress=None)  # the floor itself is fine
+    assert r.files_in == 0 and r.details["too_recent"] == len(leftovers)
 
 
 def test_manifest_rewrite_merges_and_keeps_rows(lh: Lakehouse) -> None:
@@ -306,12 +326,84 @@ def test_lock_is_exclusive_and_expires(lh: Lakehouse) -> None:
     taken = time.monotonic()
     assert a.acquire() and not b.acquire()
     skipped = maintain(lh, ["events.raw"], ["compact"], progress=None)
-    assert skipped[0].notes == ["skipped: another maintainer holds the lock"]
-    time.sleep(max(0.0, taken + 3.2 - time.monotonic()))  # a's holder "died": its lease expires
+    assert skipped[0].details["skipped"] == "locked" and skipped[0].notes[0].startswith("skipped: locked by another maintainer")
+    a._stop_heartbeat()  # a's holder "hangs": no more renewals, so its lease expires
+    time.sleep(max(0.0, taken + 3.2 - time.monotonic()))
     assert b.acquire()
     b.release(summary={"ok": True})
     assert a.acquire()  # free again
     a.release()
+
+
+LOCK_HOLDER = r"""
+import sys, time
+from icebergdo import Config, Lakehouse
+from icebergdo.maintenance.lock import TableLock
+cfg, table, hold_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+lh = Lakehouse.open(Config.from_file(cfg))
+lock = TableLock(lh.catalog_engine, lh.config.catalog_name, table, ttl=600)
+assert lock.acquire()
+print("held", flush=True)
+time.sleep(hold_s)
+lock.release()
+print("released", flush=True)
+time.sleep(60)
+"""
+
+
+def _hold_lock(cfg, hold_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(cfg), "events.raw", str(hold_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=procs.env())
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"held", proc.stderr.read() if proc.stderr else b""
+    return proc
+
+
+def test_killed_maintainer_is_taken_over_at_once_and_cli_says_skipped(lh: Lakehouse, config, tmp_path) -> None:
+    """Issue 14.8: a dead holder on this host does not block for the TTL; a skipped run exits 5; --wait waits."""
+    for i in range(5):
+        lh.append_events(events(i))
+    cfg = procs.write_config(config, tmp_path / "lake.toml")
+    holder = _hold_lock(cfg, hold_s=600)
+    try:
+        mine = TableLock(lh.catalog_engine, lh.config.catalog_name, "events.raw", ttl=600)
+        assert not mine.acquire()  # a live holder (10-minute lease) keeps it
+        run = subprocess.run([*procs.ICEBERGDO, "--config", str(cfg), "maintain", "--compact"], capture_output=True, env=procs.env(), timeout=300)
+        assert run.returncode == LockBusyError.exit_code == 5, run.stderr.decode()[-2000:]
+        assert b"skipped" in run.stderr and b"events.raw" in run.stderr
+        assert len(list(lh.table("events.raw").scan().plan_files())) == 5  # nothing was compacted
+    finally:
+        procs.kill(holder)  # SIGKILL: no release, its lease would last 10 minutes
+    started = time.monotonic()
+    assert mine.acquire() and mine.took_over is not None and f":{holder.pid}:" in mine.took_over
+    assert time.monotonic() - started < 5
+    mine.release()
+
+    holder = _hold_lock(cfg, hold_s=2)  # a live holder that finishes in 2 s
+    try:
+        run = subprocess.run([*procs.ICEBERGDO, "--config", str(cfg), "maintain", "--compact", "--wait", "2m"],
+                             capture_output=True, env=procs.env(), timeout=300)
+        assert run.returncode == 0, run.stderr.decode()[-2000:]
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"released"  # it did hold it meanwhile
+    finally:
+        procs.kill(holder)
+    files = list(lh.table("events.raw").scan().plan_files())
+    assert len(files) == 1 and "/_compact-" in files[0].file.file_path  # the waiting run did the work
+
+
+def test_lease_heartbeat_outlives_the_ttl_and_notices_a_takeover(lh: Lakehouse) -> None:
+    engine = lh.catalog_engine
+    a = TableLock(engine, lh.config.catalog_name, "events.raw", ttl=1.0)
+    b = TableLock(engine, lh.config.catalog_name, "events.raw", ttl=1.0, heartbeat=False)
+    assert a.acquire()
+    time.sleep(2.5)  # a "job" longer than the TTL: the heartbeat keeps renewing
+    assert not b.acquire()
+    a.refresh()  # still ours
+    a._stop_heartbeat()  # a hangs; its lease runs out and b takes the table
+    time.sleep(1.2)
+    assert b.acquire()
+    with pytest.raises(LockBusyError, match="lost"):
+        a.refresh()
+    b.release()
 
 
 def test_cli_plan_dry_run_and_health(lh: Lakehouse, config, capsys, tmp_path) -> None:
@@ -342,7 +434,7 @@ def test_cli_plan_dry_run_and_health(lh: Lakehouse, config, capsys, tmp_path) ->
 def test_plan_reports_every_step(lh: Lakehouse) -> None:
     for i in range(6):
         lh.append_events(events(i))
-    reports = plan(lh, options=MaintenanceOptions(older_than=0, orphan_age=0), progress=None)
+    reports = plan(lh, options=MaintenanceOptions(older_than=0, orphan_age=0, unsafe_orphan_age=True), progress=None)
     assert [r.step for r in reports] == ["compact", "manifests", "expire", "orphans"]
     assert all(r.dry_run for r in reports)
     assert health(lh)[0]["small_files"] == 6
