@@ -7,6 +7,7 @@ Nothing below it imports it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,8 @@ from icebergdo import layout
 from icebergdo.cdc import ApplyResult, CdcRouter, Collection, route_pending
 from icebergdo.config import Config
 from icebergdo.engines import duck
-from icebergdo.maintenance import MaintenanceOptions, StepReport, health, maintain
+from icebergdo.errors import ConfigError
+from icebergdo.maintenance import MaintenanceOptions, StepReport, dedupe, health, maintain
 from icebergdo.schema import to_events
 from icebergdo.tables import AppendResult, Tables
 from icebergdo.writer import Writer
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = ["AppendResult", "ApplyResult", "Lakehouse"]
+log = logging.getLogger(__name__)
 
 
 class Lakehouse(Tables):
@@ -115,13 +118,26 @@ class Lakehouse(Tables):
 
     # -- reading ---------------------------------------------------------------------------
     def duckdb(self, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with one view per table, as of now (`events` is `events.raw`)."""
-        views = {}
+        """A DuckDB connection with one view per table, as of now (`events` is `events.raw`).
+
+        A table with `icebergdo.dedupe` also gets `<table>_dedup` (and `events_dedup` for
+        `events.raw`): its rows without the later copies of an id (docs/maintenance.md).
+        """
+        views, queries = {}, {}
         for name in self.tables():
             tbl = self.catalog.load_table(name)
             if tbl.metadata.current_snapshot_id is not None:
                 views[name] = tbl.metadata_location
-        return duck.connect(self.config, views, database)
+                try:
+                    select = dedupe.view_sql(tbl, tbl.metadata_location)
+                except ConfigError as e:
+                    log.warning("no de-duplicated view for %s: %s", name, e)
+                    select = None
+                if select is not None:
+                    queries[f"{name}{dedupe.VIEW_SUFFIX}"] = select
+                    if name == layout.EVENTS_TABLE:
+                        queries[f"events{dedupe.VIEW_SUFFIX}"] = select
+        return duck.connect(self.config, views, database, queries)
 
     def query(self, sql: str, params: Any = None) -> pa.Table:
         """Convenience: run SQL over the DuckDB views and return Arrow."""

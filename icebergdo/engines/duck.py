@@ -57,11 +57,14 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def connect(config: Config, views: dict[str, str] | None = None, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def connect(
+    config: Config, views: dict[str, str] | None = None, database: str = ":memory:", queries: dict[str, str] | None = None
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with iceberg (and httpfs for S3) loaded and one view per table.
 
     `views` maps "namespace.table" to a metadata location; each becomes the view
-    `namespace.table`, and `events.raw` also becomes plain `events`.
+    `namespace.table`, and `events.raw` also becomes plain `events`. `queries` maps further view
+    names ("namespace.view" or "view") to SELECT statements (e.g. the de-duplicated `events_dedup`).
     """
     con = duckdb.connect(database, config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
     names = ["avro", "iceberg"] + (["httpfs"] if config.is_s3 or config.s3 else [])
@@ -76,4 +79,8 @@ def connect(config: Config, views: dict[str, str] | None = None, database: str =
         con.execute(f"CREATE OR REPLACE VIEW {quote_ident(ns)}.{quote_ident(table)} AS {scan}")
         if ident == "events.raw":
             con.execute(f"CREATE OR REPLACE VIEW main.events AS {scan}")
+    for ident, select in (queries or {}).items():
+        ns, view = ident.split(".", 1) if "." in ident else ("main", ident)
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(ns)}")
+        con.execute(f"CREATE OR REPLACE VIEW {quote_ident(ns)}.{quote_ident(view)} AS {select}")
     return con

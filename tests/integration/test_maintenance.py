@@ -480,3 +480,110 @@ def test_retention_on_cdc_log_keeps_current_state(lh: Lakehouse, config) -> None
     cfg = dataclasses.replace(config, sections={"retention": {"shop.orders": "5d"}})
     with pytest.raises(BadInputError, match="CDC current-state"):
         maintain(Lakehouse.open(cfg), None, ["retention"], progress=None)
+
+
+def _enable_dedupe(lh: Lakehouse, window: str = "24h") -> None:
+    with lh.table("events.raw").transaction() as tx:
+        tx.set_properties({"icebergdo.dedupe": "id", "icebergdo.dedupe.window": window})
+
+
+def _ev(eid: str, ts: datetime, ingested: datetime, note: str) -> dict:
+    return {"id": eid, "ts": ts, "type": "webhook", "ingested_at": ingested, "payload": {"note": note}}
+
+
+DEDUP = "SELECT id, ts, ingested_at, payload FROM events_dedup ORDER BY id, ts"
+EVERYTHING = "SELECT id, ts, ingested_at, payload FROM events ORDER BY id, ts, ingested_at"
+
+
+def test_dedupe_view_hides_and_compaction_removes_later_copies(lh: Lakehouse) -> None:
+    """Issue 11.6: first arrival kept; copies within the window removed at compaction; the view shows it before."""
+    lh.events_table()
+    _enable_dedupe(lh)
+    h0, h1 = T0 + timedelta(minutes=10), T0 + timedelta(hours=1, minutes=10)
+    arrive = datetime(2026, 1, 2, tzinfo=UTC)
+    batches = [
+        [_ev("a", h0, arrive, "a first"), _ev("b", h0, arrive, "b first"), _ev("c", h0, arrive, "c first"), _ev("d", h0, arrive, "d in hour 0")],
+        [_ev("a", h0, arrive + timedelta(hours=1), "a again after 1h"), _ev("d", h1, arrive + timedelta(hours=1), "d in hour 1: another event")],
+        [_ev("b", h0, arrive + timedelta(hours=30), "b again after 30h: beyond the window")],
+        [_ev("c", h0, arrive + timedelta(hours=2), "c again after 2h"), _ev("c", h0 + timedelta(seconds=1), arrive + timedelta(hours=3), "c third")],
+        [_ev("e", h0, arrive, "e")],
+    ]
+    for b in batches:
+        lh.append_events(b)
+    everything = lh.query(EVERYTHING)
+    assert everything.num_rows == 10
+    expected = sorted([
+        ("a", "a first"), ("b", "b first"), ("b", "b again after 30h: beyond the window"), ("c", "c first"),
+        ("d", "d in hour 0"), ("d", "d in hour 1: another event"), ("e", "e"),
+    ])
+    view = lh.query(DEDUP)
+    assert sorted((r["id"], json.loads(r["payload"])["note"]) for r in view.to_pylist()) == expected
+    assert lh.query(EVERYTHING).equals(everything)  # the view changed nothing
+
+    report = compact(lh.table("events.raw"), store=Store(lh.config))
+
+    assert report.details["duplicates_removed"] == 3 and report.files_in == 5  # hour 0's five files
+    snap = lh.table("events.raw").current_snapshot()
+    assert snap.summary.operation == Operation.OVERWRITE and snap.summary["icebergdo.dedupe.removed"] == "3"
+    assert int(snap.summary["deleted-records"]) - int(snap.summary["added-records"]) == 3
+    after = lh.query(EVERYTHING)
+    assert after.equals(lh.query(DEDUP.replace("events_dedup", "events")))
+    assert lh.query(DEDUP).equals(view)  # the view gives the same rows before and after compaction
+    assert sorted((r["id"], json.loads(r["payload"])["note"]) for r in after.to_pylist()) == expected
+    assert lh.table("events.raw").scan().to_arrow().num_rows == 7  # pyiceberg agrees
+
+
+def test_dedupe_rewrites_a_big_file_that_holds_the_later_copy(lh: Lakehouse) -> None:
+    lh.events_table()
+    _enable_dedupe(lh, window="7d")
+    h0 = T0 + timedelta(minutes=5)
+    late = datetime(2026, 1, 5, tzinfo=UTC)
+    early = datetime(2026, 1, 3, tzinfo=UTC)
+    for i in range(5):
+        lh.append_events([_ev(f"x{i}-{j}", h0 + timedelta(seconds=j), late, "big") for j in range(200)])
+    compact(lh.table("events.raw"), store=Store(lh.config))
+    (big,) = [t.file for t in lh.table("events.raw").scan().plan_files()]
+    # A replayed batch commits later but arrived earlier: its copy of x0-7 is the first arrival.
+    lh.append_events([_ev("x0-7", h0 + timedelta(seconds=7), early, "replayed, arrived first")])
+    for i in range(4):
+        lh.append_events([_ev(f"y{i}", h0, late, "small")])
+    view = lh.query(DEDUP)
+    assert [json.loads(r["payload"])["note"] for r in view.to_pylist() if r["id"] == "x0-7"] == ["replayed, arrived first"]
+
+    report = compact(lh.table("events.raw"), store=Store(lh.config), target_size=big.file_size_in_bytes)  # the big file is not small
+
+    assert report.details["duplicates_removed"] == 1
+    assert report.files_in == 6  # the 5 small files, and the big one, rewritten for one row
+    live = {t.file.file_path for t in lh.table("events.raw").scan().plan_files()}
+    assert big.file_path not in live
+    after = lh.query(EVERYTHING)
+    assert after.num_rows == 1000 + 4 and lh.query(DEDUP).equals(view)
+    assert [json.loads(r["payload"])["note"] for r in after.to_pylist() if r["id"] == "x0-7"] == ["replayed, arrived first"]
+
+
+def test_dedupe_group_is_dropped_when_a_file_that_decided_it_changes_concurrently(lh: Lakehouse, config) -> None:
+    lh.events_table()
+    _enable_dedupe(lh)
+    h0 = T0 + timedelta(minutes=5)
+    first = datetime(2026, 1, 3, tzinfo=UTC)
+    for i in range(5):
+        lh.append_events([_ev(f"k{i}-{j}", h0 + timedelta(seconds=j), first, "first") for j in range(100)])
+    compact(lh.table("events.raw"), store=Store(lh.config))
+    (big,) = [t.file for t in lh.table("events.raw").scan().plan_files()]
+    for i in range(5):  # later copies of k0-1 .. k0-5, one per small file
+        lh.append_events([_ev(f"k0-{i + 1}", h0 + timedelta(seconds=i + 1), first + timedelta(hours=1), "copy")])
+    other = Lakehouse.open(config)
+
+    fired: list[bool] = []
+
+    def progress(msg: str) -> None:  # outputs written, not committed: another writer rewrites the big file
+        if "compact group" in msg and not fired:
+            other.table("events.raw").delete("id = 'k4-99'")
+            fired.append(True)
+
+    report = compact(lh.table("events.raw"), store=Store(lh.config), target_size=big.file_size_in_bytes, progress=progress)
+
+    assert fired and report.details["aborted_groups"] >= 1 and report.details["duplicates_removed"] == 0
+    rows = lh.query("SELECT id, payload FROM events WHERE id LIKE 'k0-%'").to_pylist()
+    assert sum(1 for r in rows if json.loads(r["payload"])["note"] == "copy") == 5  # nothing dropped on a stale decision
+    assert lh.query("SELECT count(*) AS n FROM events_dedup").column("n")[0].as_py() == 499
