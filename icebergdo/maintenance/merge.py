@@ -10,7 +10,8 @@ writing the output cost several times more; what compaction adds beyond them is 
 
 - already in order (stream-like files in lower-bound order): nothing moves;
 - long runs of consecutive rows (files that overlap only at their edges): the runs are zero-copy
-  slices, and only the interleaved rows between them are gathered, with one take;
+  slices, and only the interleaved rows between them are gathered, each gap from the few rows it
+  spans (Arrow's take over a chunked table concatenates every chunk first);
 - interleaved throughout (late events): one `take` of the whole table.
 
 The order is stable, so equal keys keep file order, as a k-way merge of the runs would.
@@ -61,34 +62,19 @@ def gather(table: pa.Table, indices: pa.Array, *, min_run: int = MIN_RUN) -> pa.
         return table.take(indices)
     run_starts = pc.filter(starts, long).to_pylist()
     run_lengths = pc.filter(lengths, long).to_pylist()
-    # The rows between the long runs, gathered with one take from the span of rows they come from
-    # (Table.take on a chunked table would concatenate every column once per call).
-    between: list[tuple[int, int]] = []  # (position in indices, length)
-    pos = 0
-    for start, length in zip(run_starts, run_lengths, strict=True):
-        if start > pos:
-            between.append((pos, start - pos))
-        pos = start + length
-    if pos < len(indices):
-        between.append((pos, len(indices) - pos))
-    taken = None
-    if between:
-        wanted = pa.concat_arrays([indices.slice(p, n) for p, n in between]).cast(pa.int64())
-        lo, hi = pc.min_max(wanted).values()
-        span = table.slice(lo.as_py(), hi.as_py() - lo.as_py() + 1)
-        taken = span.take(pc.subtract(wanted, lo))
     pieces: list[pa.Table] = []
-    pos = done = 0
-    gaps = iter(between)
-    gap = next(gaps, None)
-    for start, length in zip(run_starts, run_lengths, strict=True):
-        if gap is not None and gap[0] < start:
-            assert taken is not None
-            pieces.append(taken.slice(done, gap[1]))
-            done += gap[1]
-            gap = next(gaps, None)
-        pieces.append(table.slice(indices[start].as_py(), length))
-    if gap is not None:
-        assert taken is not None
-        pieces.append(taken.slice(done, gap[1]))
+    pos = 0
+    for start, length in [*zip(run_starts, run_lengths, strict=True), (len(indices), 0)]:
+        if start > pos:  # interleaved rows between two long runs: gathered from the few rows they span
+            pieces.append(_take_local(table, indices.slice(pos, start - pos)))
+        if length:
+            pieces.append(table.slice(indices[start].as_py(), length))
+        pos = start + length
     return pa.concat_tables(pieces)
+
+
+def _take_local(table: pa.Table, indices: pa.Array) -> pa.Table:
+    """`table.take(indices)` for indices that fall in a narrow range: Arrow's take over a chunked
+    table concatenates the chunks first, so take from the zero-copy slice they span instead."""
+    lo, hi = (v.as_py() for v in pc.min_max(indices).values())
+    return table.slice(lo, hi - lo + 1).take(pc.subtract(indices.cast(pa.int64()), lo))
