@@ -17,7 +17,7 @@
     on one where manifest rewrite + snapshot expiry run every `--every` appends (not timed as
     commits). Target: with maintenance, Nth <= 1.5x 10th.
 
-    python bench/maintenance.py                    # (a) 72 x 8000 events per shape, 3 reps; (b) 200 appends
+    python bench/maintenance.py                    # (a) 72 x 8000 events per shape, 5 reps; (b) 200 appends
     python bench/maintenance.py --parts a --reps 5
     python bench/maintenance.py --parts b --appends 1000
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -107,38 +108,47 @@ def raw_read_write(paths_by_partition: dict[str, list[str]], out_dir: Path, sort
 
 def bench_compaction(root: Path, shapes: list[str], batches: int, rows: int, hours: float, reps: int) -> None:
     print(f"(a) compaction at defaults vs raw pyarrow read + write, {batches} appends x {rows} events over {hours:g} h, "
-          f"median of {reps} runs (order alternated):")
+          f"median of {reps} runs from the same table per shape (order alternated):")
     for shape in shapes:
+        slug = shape.replace(" ", "-").replace("+", "")
+        source = root / f"{slug}-source"
+        lh = Lakehouse.open(source)
         appends = stream(shape, batches, rows, hours)
+        for batch in appends:
+            lh.append_events(batch)
+        del lh
         comp, raw, raw_sorted = [], [], []
         info = ""
         for r in range(reps):
-            lh = Lakehouse.open(root / f"{shape.replace(' ', '-').replace('+', '')}-{r}")
-            for batch in appends:
-                lh.append_events(batch)
-            table = lh.table("events.raw")
+            # A copy of the catalog database: the table's metadata and files stay where they are and
+            # are never modified (compaction writes new files and commits to the copy), so every run
+            # starts from the same table.
+            copy = root / f"{slug}-{r}"
+            copy.mkdir()
+            for db in source.glob("catalog.db*"):
+                shutil.copy2(db, copy / db.name)
+            lh = Lakehouse.open(copy)
             by_part: dict[str, list[str]] = defaultdict(list)
             size = 0
-            for t in table.scan().plan_files():
+            for t in lh.table("events.raw").scan().plan_files():
                 by_part[repr(t.file.partition)].append(t.file.file_path.removeprefix("file://"))
                 size += t.file.file_size_in_bytes
             files = sum(len(v) for v in by_part.values())
             info = f"{files} files, {len(by_part)} hour partitions, {sum(b.num_rows for b in appends)} events, {size / 1e6:.1f} MB"
-            out = root / f"raw-{shape.replace(' ', '-')}-{r}"
+            out = copy / "raw"
             out.mkdir()
-
-            for which in ("raw", "compaction") if r % 2 == 0 else ("compaction", "raw"):
+            order = ("raw", "compaction", "raw + sort") if r % 2 == 0 else ("raw + sort", "compaction", "raw")
+            for which in order:
                 t0 = time.perf_counter()
-                if which == "raw":
-                    raw_read_write(by_part, out)
-                    raw.append(size / (time.perf_counter() - t0) / 1e6)
-                else:
+                if which == "compaction":
                     (rep,) = maintain(lh, ["events.raw"], ["compact"], progress=None)
                     comp.append(rep.bytes_in / (time.perf_counter() - t0) / 1e6)
                     assert rep.files_in == files and rep.files_out == len(by_part), rep
-            t0 = time.perf_counter()
-            raw_read_write(by_part, out, sort=True)
-            raw_sorted.append(size / (time.perf_counter() - t0) / 1e6)
+                else:
+                    raw_read_write(by_part, out, sort=which == "raw + sort")
+                    (raw if which == "raw" else raw_sorted).append(size / (time.perf_counter() - t0) / 1e6)
+            del lh
+            shutil.rmtree(copy)
         c, w, ws = statistics.median(comp), statistics.median(raw), statistics.median(raw_sorted)
         print(f"  {shape} ({info}):")
         print(f"    compaction  {c:8.2f} MB/s   (maintain --compact: plan + read + merge + write + commit)")
@@ -196,7 +206,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=72, help="(a): appends per table (default 72)")
     ap.add_argument("--rows", type=int, default=8000, help="(a): events per append (default 8000)")
     ap.add_argument("--hours", type=float, default=3, help="(a): hours the events span (default 3)")
-    ap.add_argument("--reps", type=int, default=3, help="(a): compaction runs per shape (default 3)")
+    ap.add_argument("--reps", type=int, default=5, help="(a): compaction runs per shape, each on a fresh copy (default 5)")
     ap.add_argument("--appends", type=int, default=200, help="(b): small appends (default 200; the target is for 1000)")
     ap.add_argument("--every", type=int, default=10, help="(b): manifest rewrite + expiry every N appends (default 10)")
     ap.add_argument("--no-baseline", action="store_true", help="(b): skip the pyiceberg-only table (slow at 1000 appends)")

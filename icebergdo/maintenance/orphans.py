@@ -144,7 +144,7 @@ def remove_orphans(
         hold = commit.exclusive_commit_lock(table.catalog, name, lock_timeout_s) if below_floor else contextlib.nullcontext(True)
         with hold as held:
             if not held:
-                report.notes.append("skipped: the table's commit lock stayed busy; nothing deleted")
+                report.notes.append(f"nothing deleted: the table's commit lock stayed busy for {lock_timeout_s:g}s")
                 orphans = []
             else:
                 table = table.refresh()
