@@ -54,11 +54,16 @@ def runs(indices: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 def gather(table: pa.Table, indices: pa.Array, *, min_run: int = MIN_RUN) -> pa.Table:
     """`table.take(indices)` (same rows, same result), copying only what has to move."""
-    if len(indices) == 0:
+    n = len(indices)
+    if n == 0:
         return table.slice(0, 0)
+    idx = indices.cast(pa.int64())
+    breaks = pc.sum(pc.not_equal(pc.subtract(idx.slice(1), idx.slice(0, n - 1)), 1)).as_py() or 0
+    if breaks + 1 > (1 - RUN_SHARE) * n + n / min_run:  # too many runs for long ones to hold RUN_SHARE of the rows
+        return table.take(indices)
     starts, lengths = runs(indices)
     long = pc.greater_equal(lengths, min_run)
-    if (pc.sum(pc.filter(lengths, long)).as_py() or 0) < RUN_SHARE * len(indices):
+    if (pc.sum(pc.filter(lengths, long)).as_py() or 0) < RUN_SHARE * n:
         return table.take(indices)
     run_starts = pc.filter(starts, long).to_pylist()
     run_lengths = pc.filter(lengths, long).to_pylist()
