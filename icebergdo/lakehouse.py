@@ -8,6 +8,8 @@ Nothing below it imports it.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +20,13 @@ from pyiceberg.schema import Schema
 from icebergdo import layout
 from icebergdo.cdc import ApplyResult, CdcRouter, Collection, route_pending
 from icebergdo.config import Config
+from icebergdo.dedupe import Dedupe, drop_duplicates
 from icebergdo.engines import duck
+from icebergdo.errors import BadInputError
 from icebergdo.maintenance import MaintenanceOptions, StepReport, health, maintain
 from icebergdo.schema import to_events
 from icebergdo.tables import AppendResult, Tables
+from icebergdo.times import DEFAULT_RULE, TimeRule, parse_duration
 from icebergdo.writer import Writer
 
 if TYPE_CHECKING:
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AppendResult", "ApplyResult", "Lakehouse"]
 
+DEDUPE_CACHE_S = 10.0  # how long a table's dedupe setting is reused before its properties are read again
+
 
 class Lakehouse(Tables):
     """A catalog plus a warehouse. Open one with `Lakehouse.open(home_or_config)`."""
@@ -37,6 +44,8 @@ class Lakehouse(Tables):
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         super().__init__(config, catalog)
         self.on_commit(CdcRouter(self))  # cdc.* / collection.* events → their collections (docs/cdc.md)
+        self._dedupe: dict[str, tuple[float, Dedupe | None]] = {}
+        self._dedupe_lock = threading.Lock()
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -53,16 +62,65 @@ class Lakehouse(Tables):
 
     # -- writing ---------------------------------------------------------------------------
     def append_events(
-        self, rows: Any, *, snapshot_properties: dict[str, str] | None = None, batch_id: str | None = None
+        self,
+        rows: Any,
+        *,
+        snapshot_properties: dict[str, str] | None = None,
+        batch_id: str | None = None,
+        ts_unit: str = "auto",
+        time_rule: TimeRule | None = None,
     ) -> AppendResult:
         """Validate and append events (dicts or a pyarrow.Table) in one commit: all or nothing.
 
         Give `batch_id` to make a retry safe: a batch id already committed is not committed again.
+        Numeric `ts` values are epochs in `ts_unit` (`auto`: by magnitude; docs/writer.md);
+        `time_rule` may add a plausibility window (`icebergdo.times.TimeRule`).
         CDC events in the batch are then routed to their collections (a routing failure is logged
         and recorded for `icebergdo cdc repair`; it never fails the committed batch).
         """
-        batch = to_events(rows)
+        rule = time_rule or (DEFAULT_RULE if ts_unit == "auto" else TimeRule(unit=ts_unit))  # type: ignore[arg-type]
+        batch = to_events(rows, rule=rule)
         return self.append(layout.EVENTS_TABLE, batch, snapshot_properties=snapshot_properties, sort_by="ts", batch_id=batch_id)
+
+    def append(self, name: str, batch: pa.Table, **kw: Any) -> AppendResult:
+        """`Tables.append`, after dropping repeats within the batch when the table deduplicates (`set_dedupe`)."""
+        setting = self.dedupe_setting(name)
+        if setting is not None:
+            batch = drop_duplicates(batch, setting)
+        return super().append(name, batch, **kw)
+
+    # -- deduplication ---------------------------------------------------------------------
+    def set_dedupe(self, table: str, column: str | None, *, window: str | float = "24h") -> None:
+        """Switch event-id deduplication on (`column`, e.g. "id", within `window`) or off (`None`) for a table.
+
+        Sets the table properties `icebergdo.dedupe` / `icebergdo.dedupe.window` (icebergdo.dedupe):
+        repeats within one commit are dropped before it, repeats across commits by maintenance.
+        """
+        tbl = self.table(table)
+        if column is None:
+            with tbl.transaction() as tx:
+                tx.remove_properties("icebergdo.dedupe", "icebergdo.dedupe.window")
+        else:
+            if column not in tbl.schema().column_names:
+                raise BadInputError(f"{table} has no column {column!r} to deduplicate by (columns: {', '.join(tbl.schema().column_names)})")
+            setting = Dedupe(column, parse_duration(window, "window"))
+            with tbl.transaction() as tx:
+                tx.set_properties(setting.properties())
+        with self._dedupe_lock:
+            self._dedupe.pop(table, None)
+
+    def dedupe_setting(self, table: str) -> Dedupe | None:
+        """The table's deduplication setting, re-read from its properties at most every DEDUPE_CACHE_S seconds."""
+        now = time.monotonic()
+        with self._dedupe_lock:
+            cached = self._dedupe.get(table)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = self.find_table(table)
+        setting = Dedupe.of(found.properties) if found is not None else None
+        with self._dedupe_lock:
+            self._dedupe[table] = (now + DEDUPE_CACHE_S, setting)
+        return setting
 
     def writer(self, table: str = layout.EVENTS_TABLE, **options: Any) -> Writer:
         """A buffered, thread-safe writer (context manager): few commits from many appends.

@@ -62,10 +62,12 @@ def test_ingest_file_commits_and_reports(lh: Lakehouse, config: Config, tmp_path
     assert rows[0][0] == "evt-1" and rows[0][1].isoformat().startswith("2026-03-01 09:00:00".replace(" ", "T"))
     assert json.loads(rows[0][4]) == {"amount": 12.5, "tags": ["a", "b"], "nested": {"ok": True}}
     assert con.execute("SELECT count(DISTINCT id) FROM events").fetchone()[0] == 3
-    # --json output, and a durable WAL left empty after the run
+    # --json output; running the same command again commits nothing (the batch id derives from the input)
     assert main([*cli_args(config, tmp_path), "ingest", str(path), "--json", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["events"] == 3 and result["commits"] == 1 and result["skipped_lines"] == 0
+    assert result["events"] == 3 and result["commits"] == 0 and result["already_committed_batches"] == 1
+    assert result["skipped_lines"] == 0
+    assert lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (3, 3)
 
 
 BAD_LINES = [
@@ -89,7 +91,7 @@ def test_bad_input_fails_clearly_and_commits_nothing(lh: Lakehouse, config: Conf
     assert snapshot_count(lh) == 0
     # A bad line 5000 commits nothing, even though it comes after several flushes' worth of events.
     path = write_lines(tmp_path / "big.jsonl", [good(i) for i in range(4999)] + ['{"ts": "soon", "type": "x"}'])
-    assert main([*args, "ingest", str(path), "--max-rows", "1000", "--chunk", "700", "--no-progress"]) == 3
+    assert main([*args, "ingest", str(path), "--max-rows", "1000", "--chunk-bytes", "20000", "--no-progress"]) == 3
     assert "big.jsonl: line 5000: field 'ts'" in capsys.readouterr().err
     assert snapshot_count(lh) == 0
 
@@ -103,9 +105,9 @@ def test_on_error_skip_and_unknown_fields(lh: Lakehouse, config: Config, tmp_pat
     assert "ingested 2 events" in captured.out
     assert f"skipped {len(BAD_LINES)} bad line(s)" in captured.err
     assert "mixed.jsonl: line 3: field 'ts': cannot parse time" in captured.err
-    extra = write_lines(tmp_path / "extra.jsonl", [json.dumps({"id": "x1", "ts": 0, "type": "t", "region": "eu"})])
+    extra = write_lines(tmp_path / "extra.jsonl", [json.dumps({"id": "x1", "ts": 1772359200, "type": "t", "region": "eu"})])
     assert main([*args, "ingest", str(extra), "--unknown", "payload", "--no-progress"]) == 0
-    extra2 = write_lines(tmp_path / "extra2.jsonl", [json.dumps({"id": "x2", "ts": 0, "type": "t", "region": "us"})])
+    extra2 = write_lines(tmp_path / "extra2.jsonl", [json.dumps({"id": "x2", "ts": 1772359200, "type": "t", "region": "us"})])
     assert main([*args, "ingest", str(extra2), "--unknown", "keep", "--no-progress"]) == 0
     con = lh.duckdb()
     assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 4
@@ -121,7 +123,7 @@ def test_stdin_in_a_subprocess(lh: Lakehouse, config: Config, tmp_path: Path, mo
     assert proc.returncode == 0, proc.stderr
     assert "ingested 250 events" in proc.stdout
     # bad stdin, in-process this time: nothing of it is committed
-    monkeypatch.setattr(sys, "stdin", io.StringIO(data + "{oops\n"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO((data + "{oops\n").encode()))))
     assert main([*cli_args(config, tmp_path), "ingest", "-", "--no-progress"]) == 3
     assert "stdin: line 251: invalid JSON" in capsys.readouterr().err
     assert lh.query("SELECT count(*) AS n FROM events").column("n").to_pylist() == [250]
@@ -131,6 +133,9 @@ def test_stdin_in_a_subprocess(lh: Lakehouse, config: Config, tmp_path: Path, mo
 def test_stream_mode_commits_as_it_goes(lh: Lakehouse, config: Config, tmp_path: Path, flag: str, capsys) -> None:
     """--stream commits valid chunks before a later bad line (documented trade-off for endless input)."""
     path = write_lines(tmp_path / "s.jsonl", [good(i) for i in range(300)] + ["[]"])
-    rc = main([*cli_args(config, tmp_path), "ingest", str(path), flag, "--chunk", "100", "--no-wal", "--no-progress"])
+    rc = main([*cli_args(config, tmp_path), "ingest", str(path), flag, "--chunk-bytes", "4000", "--no-wal", "--no-progress"])
     assert rc == 3 and "line 301: expected a JSON object" in capsys.readouterr().err
-    assert lh.query("SELECT count(*) AS n FROM events").column("n").to_pylist() == [300]
+    # every chunk before the bad line's chunk is committed: a prefix of the file, exactly once
+    count, distinct, highest = lh.query("SELECT count(*), count(DISTINCT id), max(ts) FROM events").to_pylist()[0].values()
+    assert 200 <= count < 300 and distinct == count
+    assert int(highest.timestamp() * 1000) == 1772359200000 + (count - 1) * 1000
