@@ -202,12 +202,20 @@ class Collection(FoldEngine):
         return out
 
     # -- writing ---------------------------------------------------------------------------------
-    def apply(self, changes: Iterable[Any], *, labels: Sequence[str] | None = None, _ids: Sequence[str] | None = None) -> ApplyResult:
+    def apply(
+        self,
+        changes: Iterable[Any],
+        *,
+        labels: Sequence[str] | None = None,
+        _ids: Sequence[str] | None = None,
+        skip_logged: bool = False,
+    ) -> ApplyResult:
         """Append `changes` to the log, then fold the log into the current state.
 
         Each change is `{"op": "insert"|"update"|"delete", "ts": ..., "seq": ..., <row>}` or
         `{"op", "ts", "seq", "row": {...}}` (docs/cdc.md). Bad input raises `BadInputError`
-        and changes neither table.
+        and changes neither table. `skip_logged` (with `_ids`, e.g. `changes.input_ids`): changes
+        whose id is already in the log are not logged again, so re-applying an input is a no-op.
         """
         t0 = time.perf_counter()
         if isinstance(changes, pa.RecordBatch):
@@ -229,6 +237,10 @@ class Collection(FoldEngine):
         if self.state is None or self.log is None:
             self._ensure_tables(pa.schema([f for f in batch.schema if f.name not in RESERVED]))
             batch = build(self._known_types(), batch.column("_id").to_pylist())
+        if skip_logged and _ids is not None:
+            batch = self._not_logged(batch)
+            if batch.num_rows == 0:
+                return self.repair()
         t1 = time.perf_counter()
         log_snapshot = self._append_log(batch)
         t2 = time.perf_counter()
@@ -237,6 +249,18 @@ class Collection(FoldEngine):
         result.log_snapshot_id = log_snapshot
         result.seconds = {"validate": t1 - t0, "log": t2 - t1, "fold": time.perf_counter() - t2, **result.seconds}
         return result
+
+    def _not_logged(self, batch: pa.Table) -> pa.Table:
+        """The rows of `batch` whose `_id` is not in the log yet (read: `_id` of the log files whose bounds overlap)."""
+        assert self.log is not None
+        if self.log.current_snapshot() is None:
+            return batch
+        ids = batch.column("_id")
+        lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
+        logged = self.log.scan(row_filter=And(filters.ge("_id", lo), filters.le("_id", hi)), selected_fields=("_id",)).to_arrow()
+        if logged.num_rows == 0:
+            return batch
+        return batch.filter(pc.invert(pc.is_in(ids, value_set=logged.column("_id").combine_chunks())))
 
     def repair(self) -> ApplyResult:
         """Fold whatever part of the log the state has not folded yet (e.g. after a crash)."""

@@ -13,7 +13,7 @@ import pytest
 
 from icebergdo import BadInputError, BadNameError, Lakehouse, cdc
 from icebergdo.engines.duck import connect
-from tests.test_cdc_property import plain_fold
+from tests.integration.test_cdc_property import plain_fold
 
 DAY = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 
@@ -335,7 +335,7 @@ def test_cli_apply_show_snapshot_changes(tmp_path: Any, capsys: pytest.CaptureFi
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"op": "insert", "id": "c", "ts": ts(3)}) + "\n" + json.dumps({"op": "nope", "id": "d"}) + "\n")
     assert main(["--home", home, "cdc", "apply", "app", "things", str(bad)]) == 3
-    assert "bad.jsonl line 2: field 'op'" in capsys.readouterr().err
+    assert "bad.jsonl: line 2: field 'op'" in capsys.readouterr().err
     assert main(["--home", home, "cdc", "apply", "app", "things", str(good), "--key", "id", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["changes"] == 3 and out["collection"] == "app.things"
