@@ -74,7 +74,7 @@ def drop_duplicates(batch: pa.Table, setting: Dedupe) -> pa.Table:
         cols["at"] = batch.column("ingested_at").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
         order = [("k", "ascending"), ("at", "ascending"), ("pos", "ascending")]
     keyed = pa.table(cols)
-    grouped = keyed.take(pc.sort_indices(keyed, order, null_placement="at_end"))
+    grouped = keyed.take(pc.sort_indices(keyed, order))
     k = grouped.column("k")
     same = pc.fill_null(pc.equal(k.slice(1), k.slice(0, n - 1)), False)
     starts = pc.invert(same)  # True where a new key begins (position 1..n-1)
