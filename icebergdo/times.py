@@ -70,12 +70,21 @@ class TimeRule:
         if self.earliest is not None:
             parts.append(f"not before {iso(to_micros(self.earliest))}")
         if self.ahead is not None:
-            parts.append(f"at most {self.ahead} ahead of now")
+            parts.append(f"at most {human(self.ahead)} ahead of now")
         return " and ".join(parts)
 
 
 DEFAULT_RULE = TimeRule()
 INGEST_RULE = TimeRule(earliest=datetime(2000, 1, 1, tzinfo=UTC), ahead=timedelta(days=1))
+
+
+def human(delta: timedelta) -> str:
+    """A duration as `1d`, `12h`, `90s` (the form `parse_duration` reads)."""
+    seconds = delta.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def to_micros(dt: datetime) -> int:

@@ -99,7 +99,7 @@ def test_plausibility_window_on_every_path() -> None:
     arrow = pa.table({"ts": pa.array([1772359200000, 1772359200], pa.int64()), "type": ["a", "a"]})
     assert message(lambda: events_from_arrow(arrow, rule=rule, now=NOW)).startswith(expected.replace("line 2", "row 2"))
     future = {"ts": (NOW + timedelta(days=2)).isoformat(), "type": "a"}
-    assert "at most 1 day" in message(via_rows, [future], INGEST_RULE)
+    assert "at most 1d ahead" in message(via_rows, [future], INGEST_RULE)
     assert via_rows([bad], INGEST_RULE).column("ts").to_pylist() == [datetime(2026, 3, 1, 10, tzinfo=UTC)]  # auto: seconds
 
 
