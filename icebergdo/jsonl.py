@@ -88,7 +88,7 @@ class JsonLines:
         self._stream = self._raw = None
 
     def __enter__(self) -> JsonLines:
-        return self.open()
+        return self.open() if self._stream is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -167,7 +167,7 @@ def _validate(chunk: Chunk, label: str, args: argparse.Namespace, rule: TimeRule
 
 
 def _open(name: str) -> JsonLines:
-    return JsonLines(name).open()
+    return JsonLines(name)
 
 
 # -- file (and finite stdin) mode: validate + spill, then idempotent commits --------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from icebergdo import Config, Lakehouse
+from icebergdo import BadInputError, Config, Lakehouse
 from icebergdo.cli import main
 
 
@@ -139,3 +139,118 @@ def test_stream_mode_commits_as_it_goes(lh: Lakehouse, config: Config, tmp_path:
     count, distinct, highest = lh.query("SELECT count(*), count(DISTINCT id), max(ts) FROM events").to_pylist()[0].values()
     assert 200 <= count < 300 and distinct == count
     assert int(highest.timestamp() * 1000) == 1772359200000 + (count - 1) * 1000
+
+
+def id_less(i: int) -> str:
+    """Realistic shape: no id, times up to 20 min late over several hours, a JSON payload of a few hundred bytes."""
+    late = (i * 7919) % 1200
+    return json.dumps({"ts": 1772359200 + i * 3 - late, "type": "webhook", "source": f"svc-{i % 7}",
+                       "payload": {"order": i, "note": "x" * (150 + i % 100)}})
+
+
+def test_killed_ingest_rerun_commits_each_line_exactly_once(lh: Lakehouse, config: Config, tmp_path: Path) -> None:
+    """Issue 14 item 3: SIGKILL at random points, re-run the same command each time → count = distinct = lines."""
+    import random
+    import signal
+    import time
+
+    n = 24_000
+    path = write_lines(tmp_path / "big.jsonl", [id_less(i) for i in range(n)])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [sys.executable, "-m", "icebergdo", *cli_args(config, tmp_path), "ingest", str(path), "--no-progress",
+           "--max-rows", "1500", "--chunk-bytes", "100000", "--json"]
+    rng = random.Random(14)
+    counts = []
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # kill at a random point once a few more batches have committed
+        target = len(Lakehouse.open(config).events_table().snapshots()) + rng.randint(1, 3)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(Lakehouse.open(config).events_table().snapshots()) >= target:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        counts.append(Lakehouse.open(config).query("SELECT count(*) AS n FROM events").column("n")[0].as_py()
+                      if Lakehouse.open(config).events_table().current_snapshot() else 0)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["already_committed_batches"] >= 1 and result["events"] == n
+    count, distinct = lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
+    assert count == distinct == n, (count, distinct, counts)
+    assert any(0 < c < n for c in counts), counts  # at least one kill landed while batches were committing
+    batch_ids = [s.summary.additional_properties.get("icebergdo.batch-id") for s in lh.events_table().snapshots()]
+    assert len(batch_ids) == len(set(batch_ids)) >= 10  # batches of >= 1500 lines, cut at 100 kB chunk boundaries
+
+
+def test_compressed_stdin_and_explicit_batch_id(lh: Lakehouse, config: Config, tmp_path: Path, capsys) -> None:
+    import gzip
+
+    import zstandard
+
+    lines = [id_less(i) for i in range(500)]
+    text = "".join(line + "\n" for line in lines).encode()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(text[: len(text) // 2 + text[len(text) // 2:].index(b"\n") + 1]))
+    (tmp_path / "b.zst").write_bytes(zstandard.ZstdCompressor().compress(text[len(text) // 2 + text[len(text) // 2:].index(b"\n") + 1:]))
+    args = [*cli_args(config, tmp_path), "ingest", "--no-progress", "--json"]
+    assert main([*args, str(tmp_path / "a.jsonl.gz"), str(tmp_path / "b.zst"), "--batch-id", "backfill-7"]) == 0
+    assert json.loads(capsys.readouterr().out)["commits"] == 2
+    ids = {s.summary.additional_properties.get("icebergdo.batch-id") for s in lh.events_table().snapshots()}
+    assert ids == {"backfill-7", "backfill-7:1"}
+    # the same content through gzip on stdin: recognised by content, nothing new
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "icebergdo", *args, "-"], input=gzip.compress(text), capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads(proc.stdout)
+    assert first["events"] == 500 and first["commits"] == 1  # explicit batch ids differ from content-derived ones
+    proc = subprocess.run([sys.executable, "-m", "icebergdo", *args, "-"], input=zstandard.ZstdCompressor().compress(text),
+                          capture_output=True, env=env, timeout=120)
+    assert json.loads(proc.stdout)["commits"] == 0  # same content again (zstd this time): already committed
+    count, distinct = lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
+    assert count == 1000 and distinct == 1000
+
+
+def test_cdc_apply_rerun_does_not_double_the_log(lh: Lakehouse, config: Config, tmp_path: Path, capsys) -> None:
+    changes = [{"op": "insert", "id": f"o{i}", "ts": "2026-03-01T10:00:00Z", "status": "new"} for i in range(50)]
+    changes += [{"op": "update", "id": "o1", "status": "paid"}, {"op": "delete", "id": "o2"}]  # no ts: arrival time
+    path = write_lines(tmp_path / "orders.jsonl", [json.dumps(c) for c in changes])
+    args = [*cli_args(config, tmp_path), "cdc", "apply", "shop", "orders", str(path), "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == 52
+    for _ in range(2):
+        assert main(args) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["changes"] == 0 and out["already_logged"] == 52
+    con = lh.duckdb()
+    assert con.execute("SELECT count(*), count(DISTINCT _id) FROM shop.orders__deltas").fetchone() == (52, 52)
+    assert con.execute("SELECT count(*) FROM shop.orders").fetchone()[0] == 49
+    assert con.execute("SELECT status FROM shop.orders WHERE id = 'o1'").fetchone()[0] == "paid"
+    # a grown file: only the new line is logged
+    write_lines(path, [json.dumps(c) for c in changes] + [json.dumps({"op": "insert", "id": "o99", "ts": "2026-03-01T11:00:00Z"})])
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == 53  # new content hash: a new input (ids differ)
+
+
+def test_dedupe_drops_repeats_within_a_batch(lh: Lakehouse, config: Config, tmp_path: Path, capsys) -> None:
+    lh.events_table()
+    lh.set_dedupe("events.raw", "id", window="24h")
+    assert lh.events_table().properties["icebergdo.dedupe"] == "id"
+    events = [{"id": f"evt_{i % 40}", "ts": 1772359200 + i, "type": "webhook", "payload": {"delivery": i}} for i in range(100)]
+    lh.append_events(events)
+    con = lh.duckdb()
+    assert con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (40, 40)
+    # the first arrival is kept
+    assert con.execute("SELECT payload::JSON->>'delivery' FROM events WHERE id = 'evt_3'").fetchone()[0] == "3"
+    path = write_lines(tmp_path / "dups.jsonl", [json.dumps(e | {"id": "file_" + e["id"]}) for e in events])
+    assert main([*cli_args(config, tmp_path), "ingest", str(path), "--no-progress"]) == 0
+    with lh.writer() as w:
+        w.extend([e | {"id": "w_" + e["id"]} for e in events])
+    assert lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (120, 120)
+    lh.set_dedupe("events.raw", None)
+    lh.append_events(events[:2])
+    assert lh.duckdb().execute("SELECT count(*) FROM events").fetchone()[0] == 122
+    with pytest.raises(BadInputError, match="no column 'nope'"):
+        lh.set_dedupe("events.raw", "nope")
