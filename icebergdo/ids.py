@@ -28,17 +28,16 @@ CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_MS = (1 << 48) - 1  # the latest time a ULID can hold (year 10889)
 _ALPHABET = pa.array(list(CROCKFORD.encode()), pa.uint8())
 
+BLOCK = 1 << 16  # ids are built in blocks of this many, with helper arrays made once per process
 _helpers_lock = threading.Lock()
 _helpers: dict[str, pa.Array] = {}
 
 
 def _time_helpers(n: int) -> tuple[pa.Array, pa.Array]:
-    """Row index repeated 10× ([0]*10 + [1]*10 + ...) and the matching bit shifts, for n rows (cached)."""
+    """For n <= BLOCK rows: the row index repeated 10x (0,0,..,1,1,..) and the matching bit shifts (45, 40, .., 0)."""
     with _helpers_lock:
-        have = _helpers.get("repeat")
-        if have is None or len(have) < 10 * n:
-            m = max(n, 4096, 0 if have is None else 2 * len(have) // 10)
-            counting = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), 10 * m)), 1)  # 0, 1, 2, ...
+        if "repeat" not in _helpers:
+            counting = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), 10 * BLOCK)), 1)  # 0, 1, 2, ...
             row = pc.divide(counting, 10)
             _helpers["repeat"] = row
             _helpers["shifts"] = pc.multiply(pc.subtract(9, pc.subtract(counting, pc.multiply(row, 10))), 5)
@@ -71,9 +70,13 @@ def ulids(ms: pa.Array | pa.ChunkedArray, seed: bytes | None = None) -> pa.Array
         return pa.array([], pa.string())
     if ms.null_count or pc.min(ms).as_py() < 0 or pc.max(ms).as_py() > MAX_MS:
         raise ValueError("ULID times must be non-null milliseconds between 1970 and 10889")
-    repeat, shifts = _time_helpers(n)
-    time_codes = _ALPHABET.take(pc.bit_wise_and(pc.shift_right(ms.take(repeat), shifts), 31).cast(pa.uint8()))
-    noise = pa.Array.from_buffers(pa.uint8(), 16 * n, [None, pa.py_buffer(random_bytes(n, seed))])
-    random_codes = _ALPHABET.take(pc.bit_wise_and(noise, 31))
-    return pc.binary_join_element_wise(_as_text(time_codes, 10, n), _as_text(random_codes, 16, n), "")
+    noise = pa.py_buffer(random_bytes(n, seed))
+    blocks = []
+    for start in range(0, n, BLOCK):
+        size = min(BLOCK, n - start)
+        repeat, shifts = _time_helpers(size)
+        time_codes = _ALPHABET.take(pc.bit_wise_and(pc.shift_right(ms.slice(start, size).take(repeat), shifts), 31).cast(pa.uint8()))
+        random_codes = _ALPHABET.take(pc.bit_wise_and(pa.Array.from_buffers(pa.uint8(), 16 * size, [None, noise.slice(16 * start, 16 * size)]), 31))
+        blocks.append(pc.binary_join_element_wise(_as_text(time_codes, 10, size), _as_text(random_codes, 16, size), ""))
+    return blocks[0] if len(blocks) == 1 else pa.concat_arrays(blocks)
 
