@@ -30,7 +30,8 @@ times = (st.integers(min_value=-(2**64), max_value=2**64) | st.floats(allow_nan=
 fields = st.sampled_from(["id", "ts", "type", "source", "namespace", "collection", "payload", "ingested_at", "other"])
 events = st.one_of(
     json_values,
-    st.fixed_dictionaries({"ts": times, "type": st.text(max_size=10) | json_values}, optional={"payload": json_values, "id": st.text(max_size=30) | json_values, "source": json_values}),
+    st.fixed_dictionaries({"ts": times, "type": st.text(max_size=10) | json_values},
+                          optional={"payload": json_values, "id": st.text(max_size=30) | json_values, "source": json_values}),
     st.dictionaries(fields, json_values | times, max_size=6),
 )
 
