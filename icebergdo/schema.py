@@ -567,16 +567,16 @@ def _duck() -> duckdb.DuckDBPyConnection:
     return con
 
 
-_PATHS = ", ".join(f"'$.\"{c}\"'" for c in EVENT_COLUMNS)
+_STRUCT = json.dumps({c: "JSON" for c in EVENT_COLUMNS})  # every field as its JSON text: one parse per line
 _KNOWN_LIST = ", ".join(f"'{c}'" for c in EVENT_COLUMNS)
 _QUERY = f"""
-SELECT v IS NOT NULL AND keys IS NOT NULL AS ok,
+SELECT s IS NOT NULL AND keys IS NOT NULL AS ok,
        coalesce(len(keys) = len(list_distinct(keys)) AND list_has_all([{_KNOWN_LIST}], keys), FALSE) AS keys_ok,
        list_contains(keys, 'ts') AS has_ts,
-       {", ".join(f"v[{i + 1}]::VARCHAR AS j_{c}" for i, c in enumerate(EVENT_COLUMNS))},
-       TRY_CAST(v[2]::VARCHAR AS BIGINT) AS i_ts, TRY_CAST(v[2]::VARCHAR AS DOUBLE) AS f_ts,
-       TRY_CAST(v[8]::VARCHAR AS BIGINT) AS i_ingested_at, TRY_CAST(v[8]::VARCHAR AS DOUBLE) AS f_ingested_at
-FROM (SELECT try(json_extract(line, [{_PATHS}])) AS v, try(json_keys(line)) AS keys FROM lines)
+       {", ".join(f's."{c}"::VARCHAR AS j_{c}' for c in EVENT_COLUMNS)},
+       TRY_CAST(s.ts::VARCHAR AS BIGINT) AS i_ts, TRY_CAST(s.ts::VARCHAR AS DOUBLE) AS f_ts,
+       TRY_CAST(s.ingested_at::VARCHAR AS BIGINT) AS i_ingested_at, TRY_CAST(s.ingested_at::VARCHAR AS DOUBLE) AS f_ingested_at
+FROM (SELECT try(json_transform(line, '{_STRUCT}')) AS s, try(json_keys(line)) AS keys FROM lines)
 """
 
 
