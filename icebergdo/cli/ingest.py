@@ -32,17 +32,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from icebergdo import layout
 from icebergdo.errors import IcebergdoError
-from icebergdo.jsonl import DEFAULT_CHUNK_BYTES, Chunk, JsonLines, where
-from icebergdo.schema import events_from_json_lines
-from icebergdo.times import INGEST_RULE, TS_UNITS, TimeRule, parse_duration, parse_ts
-from icebergdo.writer import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS
 
+if TYPE_CHECKING:  # the heavy modules (pyarrow, duckdb, pyiceberg) load when a command runs, not for --help
+    import pyarrow as pa
+
+    from icebergdo.jsonl import Chunk, JsonLines
+    from icebergdo.times import TimeRule
+
+EVENTS_TABLE = "events.raw"  # EVENTS_TABLE, without importing the layout for --help
+TS_UNITS = ("auto", "s", "ms", "us", "ns")  # icebergdo.times.TS_UNITS
 MAX_REPORTED_BAD = 20
 PROGRESS_EVERY_S = 5.0  # plain progress lines when stderr is not a terminal
 
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unknown", choices=("error", "payload", "keep"), default="error",
                    help="top-level fields without a column: error (default), fold into payload, "
                    "or keep as new columns (evolves the table schema)")
-    p.add_argument("--ts-unit", choices=TS_UNITS, default=INGEST_RULE.unit,
+    p.add_argument("--ts-unit", choices=TS_UNITS, default="auto",
                    help="unit of numeric ts values: s, ms, us, ns, or auto by magnitude (default)")
     p.add_argument("--ts-after", default="2000-01-01", metavar="TIME",
                    help="refuse events before this time (default %(default)s; 'none' to allow any)")
@@ -72,12 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="commit batch ids ID, ID:1, ID:2, ... instead of ids derived from the input's content")
     p.add_argument("--stream", action="store_true",
                    help="commit while reading, through the buffered durable writer (for endless stdin)")
-    p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="events per commit (default: %(default)s)")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="Arrow bytes per commit (default: 128 MiB)")
-    p.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES,
+    p.add_argument("--max-rows", type=int, default=None, help="events per commit (default: the writer's, 1000000)")
+    p.add_argument("--max-bytes", type=int, default=None, help="Arrow bytes per commit (default: the writer's, 128 MiB)")
+    p.add_argument("--chunk-bytes", type=int, default=None,
                    help="input bytes read and validated at once; bounds memory (default: 16 MiB)")
-    p.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE,
-                   help="--stream: commit when the oldest buffered event is this many seconds old (default: %(default)s)")
+    p.add_argument("--max-age", type=float, default=None,
+                   help="--stream: commit when the oldest buffered event is this many seconds old (default: the writer's, 5)")
     p.add_argument("--wal", metavar="DIR", help="--stream: write-ahead log folder (default: <home>/wal/events.raw)")
     p.add_argument("--no-wal", action="store_true", help="--stream: no write-ahead log (a crash loses buffered events)")
     progress = p.add_mutually_exclusive_group()
@@ -105,6 +106,8 @@ class _Report:
 
 
 def time_rule(args: argparse.Namespace) -> TimeRule:
+    from icebergdo.times import TimeRule, parse_duration, parse_ts
+
     after = None if str(args.ts_after).lower() == "none" else parse_ts(args.ts_after, "--ts-after")
     ahead = None if str(args.ts_ahead).lower() == "none" else parse_duration(args.ts_ahead, "--ts-ahead")
     return TimeRule(unit=args.ts_unit, earliest=after, ahead=ahead)
@@ -151,6 +154,9 @@ class _Progress:
 
 # -- validation ---------------------------------------------------------------------------------
 def _validate(chunk: Chunk, label: str, args: argparse.Namespace, rule: TimeRule, report: _Report, now: datetime) -> pa.Table:
+    from icebergdo.jsonl import where
+    from icebergdo.schema import events_from_json_lines
+
     numbers = chunk.numbers
 
     def name(i: int) -> str:
@@ -167,6 +173,8 @@ def _validate(chunk: Chunk, label: str, args: argparse.Namespace, rule: TimeRule
 
 
 def _open(name: str) -> JsonLines:
+    from icebergdo.jsonl import JsonLines
+
     return JsonLines(name)
 
 
@@ -186,6 +194,8 @@ class _Batch:
 
 
 def _spill(tmp: IO[bytes], table: pa.Table) -> _Spilled:
+    import pyarrow as pa
+
     offset = tmp.tell()
     sink = pa.PythonFile(tmp, mode="w")
     with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
@@ -194,6 +204,8 @@ def _spill(tmp: IO[bytes], table: pa.Table) -> _Spilled:
 
 
 def _unspill(tmp: IO[bytes], part: _Spilled) -> pa.Table:
+    import pyarrow as pa
+
     tmp.seek(part.offset)
     return pa.ipc.open_stream(pa.PythonFile(tmp, mode="r")).read_all()
 
@@ -233,7 +245,7 @@ def _batch_id(given: str | None, digest: str, counter: list[int]) -> str:
 
 def _evolve(ctx: Any, schema: pa.Schema) -> None:
     """--unknown keep: add new top-level columns to events.raw before committing them."""
-    table = ctx.lh.table(layout.EVENTS_TABLE)
+    table = ctx.lh.table(EVENTS_TABLE)
     known = set(table.schema().column_names)
     if all(n in known for n in schema.names):
         return
@@ -242,6 +254,8 @@ def _evolve(ctx: Any, schema: pa.Schema) -> None:
 
 
 def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _Report, progress: _Progress) -> None:
+    import pyarrow as pa
+
     now = datetime.now(UTC)
     with tempfile.TemporaryFile(prefix="icebergdo-ingest-") as tmp:
         plans: list[_Batch] = []
@@ -258,7 +272,7 @@ def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _
             data = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
             if args.unknown == "keep":
                 _evolve(ctx, data.schema)
-            result = ctx.lh.append(layout.EVENTS_TABLE, data, sort_by="ts", batch_id=batch.batch_id)
+            result = ctx.lh.append(EVENTS_TABLE, data, sort_by="ts", batch_id=batch.batch_id)
             report.batches += 1
             report.events += data.num_rows
             if result.already_committed:
@@ -277,7 +291,7 @@ def _stream(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _Report,
         options["durable"] = False
     else:
         options.update(durable=True, wal_dir=args.wal)
-    writer = ctx.lh.writer(layout.EVENTS_TABLE, **options)
+    writer = ctx.lh.writer(EVENTS_TABLE, **options)
     try:
         for name in args.inputs:
             with _open(name) as src:
@@ -296,6 +310,13 @@ def _stream(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _Report,
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
+    from icebergdo.jsonl import DEFAULT_CHUNK_BYTES
+    from icebergdo.writer import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS
+
+    args.max_rows = DEFAULT_MAX_ROWS if args.max_rows is None else args.max_rows
+    args.max_bytes = DEFAULT_MAX_BYTES if args.max_bytes is None else args.max_bytes
+    args.chunk_bytes = DEFAULT_CHUNK_BYTES if args.chunk_bytes is None else args.chunk_bytes
+    args.max_age = DEFAULT_MAX_AGE if args.max_age is None else args.max_age
     if args.max_rows < 1 or args.max_bytes < 1 or args.chunk_bytes < 1:
         raise IcebergdoError("--max-rows, --max-bytes and --chunk-bytes must be positive")
     if args.inputs.count("-") > 1:
@@ -314,7 +335,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         progress.stop()
     took = time.monotonic() - started
     result = {
-        "table": layout.EVENTS_TABLE,
+        "table": EVENTS_TABLE,
         "lines": report.lines,
         "events": report.events,
         "commits": report.commits,
@@ -327,7 +348,7 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"ingested {report.events:,} events into {layout.EVENTS_TABLE} in {took:.2f}s: "
+        print(f"ingested {report.events:,} events into {EVENTS_TABLE} in {took:.2f}s: "
               f"{report.commits} commit(s), {report.files} data file(s)"
               + (f", {report.already} batch(es) already committed by an earlier run" if report.already else "")
               + (f", {replayed} batch(es) replayed from the WAL" if replayed else ""))
