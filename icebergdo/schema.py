@@ -216,9 +216,9 @@ class _Fields:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.bad = pa.array([False] * n)  # rows an adapter already knows are bad
+        self.bad = pa.repeat(pa.scalar(False), n)  # rows an adapter already knows are bad
         self.cols: dict[str, pa.Array] = {}
-        self.ts_present = pa.array([True] * n)  # the key `ts` exists (null or not)
+        self.ts_present = pa.repeat(pa.scalar(True), n)  # the key `ts` exists (null or not)
         self.extra: dict[str, pa.Array] = {}
         self.candidates: set[int] = set()  # rows only `check_event` can decide (rare: see _flag_deep, _LENIENT)
 

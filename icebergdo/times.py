@@ -116,7 +116,7 @@ def _epoch(values: pa.Array, unit: str) -> pa.Array:
     """int64 or float64 epoch values → int64 microseconds; null where not finite or out of range."""
     floats = values.cast(pa.float64(), safe=False)
     mag = pc.abs(floats)
-    scale = _auto_scale(mag) if unit == "auto" else pa.array([_SCALE[unit]] * len(values), pa.int64())
+    scale = _auto_scale(mag) if unit == "auto" else pa.repeat(pa.scalar(_SCALE[unit], pa.int64()), len(values))
     factor = pc.if_else(pc.less(scale, 0), pc.divide(1.0, pc.negate(scale).cast(pa.float64())), scale.cast(pa.float64()))
     approx = pc.multiply(floats, factor)
     ok = pc.and_(pc.is_finite(approx), pc.and_(pc.greater_equal(approx, float(MIN_US) - 2), pc.less_equal(approx, float(MAX_US) + 2)))
@@ -190,7 +190,7 @@ def micros_of(values: pa.Array | pa.ChunkedArray, unit: str = "auto") -> pa.Arra
 def check_window(micros: pa.Array, rule: TimeRule, now: datetime | None = None) -> pa.Array:
     """True where a (non-null) time lies outside the rule's plausibility window."""
     lo, hi = rule.window(now)
-    out = pa.array([False] * len(micros))
+    out = pa.repeat(pa.scalar(False), len(micros))
     if lo is not None:
         out = pc.or_(out, pc.fill_null(pc.less(micros, lo), False))
     if hi is not None:

@@ -264,8 +264,7 @@ def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _
             plans.extend(_plan(name, tmp, args, rule, report, progress, now, counter))
         if report.bad_count and args.on_error != "skip":  # pragma: no cover - fail mode raises in _validate
             return
-        total = sum(b.rows for b in plans)
-        progress.start("committing", total)
+        progress.start("committing", sum(b.nbytes for b in plans))  # Arrow bytes
         done = 0
         for batch in plans:
             parts = [_unspill(tmp, part) for part in batch.chunks]
@@ -280,8 +279,8 @@ def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _
             else:
                 report.commits += 1
                 report.files += result.files
-            done += data.num_rows
-            progress.update(done, f"{report.commits} commit(s)")
+            done += batch.nbytes
+            progress.update(done, f"{report.events:,} events, {report.commits} commit(s)")
 
 
 # -- stream mode: the buffered durable writer ---------------------------------------------------
