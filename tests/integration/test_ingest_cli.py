@@ -254,3 +254,21 @@ def test_dedupe_drops_repeats_within_a_batch(lh: Lakehouse, config: Config, tmp_
     assert lh.duckdb().execute("SELECT count(*) FROM events").fetchone()[0] == 122
     with pytest.raises(BadInputError, match="no column 'nope'"):
         lh.set_dedupe("events.raw", "nope")
+
+
+def test_stream_commits_while_stdin_stays_open(lh: Lakehouse, config: Config, tmp_path: Path) -> None:
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cmd = [sys.executable, "-m", "icebergdo", *cli_args(config, tmp_path), "ingest", "-", "--stream", "--max-age", "0.3", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdin is not None
+    proc.stdin.write((good(0) + "\n").encode())
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not Lakehouse.open(config).events_table().current_snapshot():
+        time.sleep(0.1)
+    assert Lakehouse.open(config).query("SELECT count(*) AS n FROM events").column("n").to_pylist() == [1]  # the pipe is still open
+    out, err = proc.communicate((good(1) + "\n").encode(), timeout=120)
+    assert proc.returncode == 0, err
+    assert lh.query("SELECT count(*) AS n FROM events").column("n").to_pylist() == [2]
