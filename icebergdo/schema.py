@@ -568,16 +568,31 @@ def _duck() -> duckdb.DuckDBPyConnection:
 
 
 _STRUCT = json.dumps({c: "JSON" for c in EVENT_COLUMNS})  # every field as its JSON text: one parse per line
-_KNOWN_LIST = ", ".join(f"'{c}'" for c in EVENT_COLUMNS)
+_KNOWN_ARRAY = pa.array(EVENT_COLUMNS, pa.string())
 _QUERY = f"""
-SELECT s IS NOT NULL AND keys IS NOT NULL AS ok,
-       coalesce(len(keys) = len(list_distinct(keys)) AND list_has_all([{_KNOWN_LIST}], keys), FALSE) AS keys_ok,
-       list_contains(keys, 'ts') AS has_ts,
+SELECT s IS NOT NULL AND keys IS NOT NULL AS ok, keys,
        {", ".join(f's."{c}"::VARCHAR AS j_{c}' for c in EVENT_COLUMNS)},
        TRY_CAST(s.ts::VARCHAR AS BIGINT) AS i_ts, TRY_CAST(s.ts::VARCHAR AS DOUBLE) AS f_ts,
        TRY_CAST(s.ingested_at::VARCHAR AS BIGINT) AS i_ingested_at, TRY_CAST(s.ingested_at::VARCHAR AS DOUBLE) AS f_ingested_at
 FROM (SELECT try(json_transform(line, '{_STRUCT}')) AS s, try(json_keys(line)) AS keys FROM lines)
 """
+
+
+def _key_checks(keys: pa.Array, n: int) -> tuple[pa.Array, pa.Array]:
+    """From each line's top-level keys: (every key known and none repeated, has a `ts` key)."""
+    flat = keys.flatten()
+    parent = pc.list_parent_indices(keys)
+    bad = pc.indices_nonzero(pc.invert(pc.is_in(flat, value_set=_KNOWN_ARRAY)))
+    rows = pc.take(parent, bad).to_pylist()
+    per = pa.table({"row": parent, "key": flat}).group_by(["row", "key"]).aggregate([("key", "count")])
+    rows += pc.filter(per.column("row"), pc.greater(per.column("key_count"), 1)).to_pylist()
+    ok = [True] * n if rows else None
+    for r in rows:
+        ok[r] = False  # type: ignore[index]
+    keys_ok = pa.array(ok) if ok is not None else pa.repeat(pa.scalar(True), n)
+    ts_rows = pc.filter(parent, pc.equal(flat, "ts"))
+    has_ts = pc.is_in(pa.array(range(n), pa.int64()) if n else pa.array([], pa.int64()), value_set=ts_rows.cast(pa.int64()))
+    return pc.and_(keys_ok, keys.is_valid()), has_ts
 
 
 def _json_strings(j: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -647,7 +662,8 @@ def events_from_json_lines(
         res = con.execute(_QUERY).to_arrow_table()
     finally:
         con.unregister("lines")
-    if unknown != "error" and not pc.all(res.column("keys_ok")).as_py():
+    keys_ok, has_ts = _key_checks(res.column("keys").combine_chunks(), n)
+    if unknown != "error" and not pc.all(keys_ok).as_py():
         rows: list[Any] = []
         out_problems: list[tuple[int, str]] = []
         parsed_ok: list[int] = []
@@ -669,9 +685,9 @@ def events_from_json_lines(
     f = _Fields(n)
     col = {name: res.column(name).combine_chunks() for name in res.column_names}
     f.flag(pc.invert(col["ok"]))  # not JSON (or not Unicode: DuckDB refuses lone surrogates)
-    f.flag(pc.invert(col["keys_ok"]))  # an unknown or repeated field
+    f.flag(pc.invert(keys_ok))  # an unknown or repeated field
     f.candidates.update(pc.indices_nonzero(pc.invert(pc.starts_with(lines, "{"))).to_pylist())  # not an object, or leading blanks
-    f.ts_present = pc.fill_null(col["has_ts"], False)
+    f.ts_present = has_ts
     for name in _TEXT:
         j = col[f"j_{name}"]
         value, is_str = _json_strings(j)
