@@ -6,9 +6,10 @@ so the strings sort by time, and any reader's ULID parser accepts them.
 
 Why vectorised: `ULID.from_datetime` + `str()` cost ~3 µs per event, which was two thirds of an
 append of id-less events (issue 11). Here every step is an Arrow kernel over the whole column:
-the 10 time characters come from shifting the millisecond column (each value repeated 10 times,
-shifted by 45, 40, ..., 0 bits, masked to 5 bits) and the 16 random characters from the low 5 bits
-of 16 bytes per event; both are mapped through the alphabet with one `take` and joined.
+the 10 time characters are looked up by value — the first 5 (ms >> 25, ~9 hours each, so a batch has
+a handful of distinct values) encoded once per distinct value, the other 5 from two tables of all
+3- and 2-character strings — and the 16 random characters are the low 5 bits of 16 bytes per
+event mapped through the alphabet with one `take`; the parts are joined per row.
 
 The 80 "random" bits are either fresh (`os.urandom`) or derived from a seed (SHAKE-256 of it as a
 keystream), so the same seed and position give the same id: `icebergdo ingest` uses that to give
@@ -28,20 +29,34 @@ CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_MS = (1 << 48) - 1  # the latest time a ULID can hold (year 10889)
 _ALPHABET = pa.array(list(CROCKFORD.encode()), pa.uint8())
 
-BLOCK = 1 << 16  # ids are built in blocks of this many, with helper arrays made once per process
-_helpers_lock = threading.Lock()
-_helpers: dict[str, pa.Array] = {}
+_tables_lock = threading.Lock()
+_tables: dict[int, pa.Array] = {}
 
 
-def _time_helpers(n: int) -> tuple[pa.Array, pa.Array]:
-    """For n <= BLOCK rows: the row index repeated 10x (0,0,..,1,1,..) and the matching bit shifts (45, 40, .., 0)."""
-    with _helpers_lock:
-        if "repeat" not in _helpers:
-            counting = pc.subtract(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), 10 * BLOCK)), 1)  # 0, 1, 2, ...
-            row = pc.divide(counting, 10)
-            _helpers["repeat"] = row
-            _helpers["shifts"] = pc.multiply(pc.subtract(9, pc.subtract(counting, pc.multiply(row, 10))), 5)
-        return _helpers["repeat"].slice(0, 10 * n), _helpers["shifts"].slice(0, 10 * n)
+def _table(chars: int) -> pa.Array:
+    """All 32**chars Crockford strings of `chars` characters, in value order (built once)."""
+    with _tables_lock:
+        if chars not in _tables:
+            _tables[chars] = pa.array(
+                ["".join(CROCKFORD[(v >> (5 * (chars - 1 - k))) & 31] for k in range(chars)) for v in range(32**chars)], pa.string()
+            )
+        return _tables[chars]
+
+
+def _encode(value: int, chars: int) -> str:
+    return "".join(CROCKFORD[(value >> (5 * (chars - 1 - k))) & 31] for k in range(chars))
+
+
+def _time_part(ms: pa.Array) -> pa.Array:
+    """The 10 time characters: 5 from ms >> 25 (a few distinct values per batch: ~9 h each), then 3 + 2 by table."""
+    high = pc.shift_right(ms, 25)
+    distinct = pc.unique(high)
+    prefixes = pa.array([_encode(v, 5) for v in distinct.to_pylist()], pa.string())
+    first = prefixes.take(pc.index_in(high, value_set=distinct))
+    low = pc.bit_wise_and(ms, (1 << 25) - 1)
+    mid = _table(3).take(pc.shift_right(low, 10))
+    last = _table(2).take(pc.bit_wise_and(low, 1023))
+    return pc.binary_join_element_wise(first, mid, last, "")
 
 
 def _as_text(codes: pa.Array, width: int, n: int) -> pa.Array:
@@ -70,13 +85,7 @@ def ulids(ms: pa.Array | pa.ChunkedArray, seed: bytes | None = None) -> pa.Array
         return pa.array([], pa.string())
     if ms.null_count or pc.min(ms).as_py() < 0 or pc.max(ms).as_py() > MAX_MS:
         raise ValueError("ULID times must be non-null milliseconds between 1970 and 10889")
-    noise = pa.py_buffer(random_bytes(n, seed))
-    blocks = []
-    for start in range(0, n, BLOCK):
-        size = min(BLOCK, n - start)
-        repeat, shifts = _time_helpers(size)
-        time_codes = _ALPHABET.take(pc.bit_wise_and(pc.shift_right(ms.slice(start, size).take(repeat), shifts), 31).cast(pa.uint8()))
-        random_codes = _ALPHABET.take(pc.bit_wise_and(pa.Array.from_buffers(pa.uint8(), 16 * size, [None, noise.slice(16 * start, 16 * size)]), 31))
-        blocks.append(pc.binary_join_element_wise(_as_text(time_codes, 10, size), _as_text(random_codes, 16, size), ""))
-    return blocks[0] if len(blocks) == 1 else pa.concat_arrays(blocks)
+    noise = pa.Array.from_buffers(pa.uint8(), 16 * n, [None, pa.py_buffer(random_bytes(n, seed))])
+    random_codes = _ALPHABET.take(pc.bit_wise_and(noise, 31))
+    return pc.binary_join_element_wise(_time_part(ms), _as_text(random_codes, 16, n), "")
 
