@@ -87,7 +87,7 @@ def storage_error(exc: BaseException, config: Config | None) -> StorageError:
     if found is None:
         return StorageError(f"storage failed: {seen} ({DOCTOR})")
     diagnosis, fix = found
-    return StorageError(f"storage refused: {diagnosis}" + (f"; fix: {fix}" if fix else "") + f" ({DOCTOR})")
+    return StorageError(f"storage: {diagnosis}" + (f"; fix: {fix}" if fix else "") + f" ({DOCTOR})")
 
 
 def translate(exc: BaseException, config: Config | None) -> IcebergdoError | None:
@@ -112,7 +112,7 @@ def explain(exc: IcebergdoError, config: Config | None) -> str:
         found = probe(config)
         if found is not None:
             diagnosis, fix = found
-            text += f" — storage refused: {diagnosis}" + (f"; fix: {fix}" if fix else "")
+            text += f" — storage: {diagnosis}" + (f"; fix: {fix}" if fix else "")
         text += f" ({DOCTOR})"
     return text
 
