@@ -176,7 +176,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parse(argv)
+    try:
+        args = _parse(argv)
+    except SystemExit as e:  # --help, --version (0) or a malformed flag (2, after argparse's message)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
