@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 from typing import Any
 
 from icebergdo.cli import COMMANDS, args, output
@@ -33,8 +33,11 @@ def check_drivers(config: Any) -> Any:
     if not uri.startswith("postgresql"):
         return None
     driver = uri.split("://", 1)[0].partition("+")[2] or "psycopg2"
-    if importlib.util.find_spec(driver) is not None:
+    try:
+        importlib.import_module(driver)
         return CheckResult("driver", True, f"{driver} is installed")
+    except ImportError:
+        pass
     err = missing_extra(driver)
     hint = str(err) if err is not None else f"install the {driver} driver"
     return CheckResult("driver", False, f"the catalog URI needs the Python package {driver!r}, which is not installed", hint)

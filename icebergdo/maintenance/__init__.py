@@ -33,6 +33,7 @@ from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans
 from icebergdo.maintenance.retention import apply_retention, is_cdc_state, policies
 from icebergdo.store import Store
 from icebergdo.tables import Tables
+from icebergdo.units import parse_size
 
 log = logging.getLogger(__name__)
 STEPS = ("retention", "compact", "manifests", "expire", "orphans")
@@ -71,7 +72,9 @@ class MaintenanceOptions:
         for key in ("older_than", "orphan_age", "rollup_after", "lock_ttl"):
             if key in section:
                 kw[key] = parse_duration(section[key], where=f"{source}: [maintenance] {key}")
-        for key in ("retain_last", "target_file_size", "min_input_files"):
+        if "target_file_size" in section:
+            kw["target_file_size"] = parse_size(section["target_file_size"], where=f"{source}: [maintenance] target_file_size")
+        for key in ("retain_last", "min_input_files"):
             if key in section:
                 try:
                     kw[key] = int(section[key])
