@@ -213,10 +213,13 @@ def carried_by_expiry(table: Table, earlier: list[StepReport], opts: Maintenance
             files += len(data_manifests)
             size += sum(m.manifest_length for m in data_manifests)
             out["upper_bound"] = True
-        if intermediates and "manifests" in by_step:  # what the intermediate commits wrote, merged again
+        if intermediates and "manifests" in by_step:  # what the intermediate commits wrote, merged again by the manifest rewrite
             avg_manifest = int(sum(m.manifest_length for m in data_manifests) / len(data_manifests)) if data_manifests else 0
-            files += intermediates
-            size += intermediates * avg_manifest
+            written = intermediates  # each commit adds a manifest of its own ...
+            if "compact" in by_step:  # ... and compaction rewrites the manifests that held its inputs
+                written += min(len(data_manifests), by_step["compact"].files_in)
+            files += written
+            size += written * avg_manifest
     out.update(files=files, bytes=size, snapshots=len(newly) + intermediates, upper_bound=out["upper_bound"] or other_refs)
     return out
 
