@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help=COMMANDS["demo"][1])
     p.add_argument("--events", type=args.count(minimum=1), default=50_000, help="how many events to generate (default 50000)")
     p.add_argument("--day", default=None, help="UTC day to generate, YYYY-MM-DD (default: yesterday)")
+    args.add_quiet(p)
     p.set_defaults(handler=cmd_demo)
 
 
@@ -113,14 +114,21 @@ def cmd_demo(a: argparse.Namespace, ctx: Any) -> int:
     from icebergdo.dev import demo
 
     lh = ctx.lh
-    day = datetime.fromisoformat(a.day).replace(tzinfo=UTC) if a.day else datetime.now(UTC) - timedelta(days=1)
-    print(f"lakehouse: {lh.config.warehouse}")
-    print(f"generating {a.events:,} events for {day:%Y-%m-%d} (webhook, rpc, ws, custom, cdc) …")
+    try:
+        day = datetime.fromisoformat(a.day).replace(tzinfo=UTC) if a.day else datetime.now(UTC) - timedelta(days=1)
+    except ValueError:
+        raise BadInputError(f"--day: expected YYYY-MM-DD, got {a.day!r}") from None
+    if not a.quiet:
+        print(f"lakehouse: {lh.config.warehouse}")
+        print(f"generating {a.events:,} events for {day:%Y-%m-%d} (webhook, rpc, ws, custom, cdc) …")
     batch = demo.generate_day(day, a.events)
     t0 = time.perf_counter()
     result = lh.append_events(batch)
     took = time.perf_counter() - t0
-    print(f"ingested {result.rows:,} events in {took:.2f}s: 1 commit, {result.files} data files (snapshot {result.snapshot_id})\n")
+    print(f"ingested {result.rows:,} events in {took:.2f}s: 1 commit, {result.files} data files (snapshot {result.snapshot_id})")
+    if a.quiet:
+        return 0
+    print()
     con = lh.duckdb()
     print("events per hour (DuckDB iceberg_scan):")
     rows = con.execute(

@@ -84,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report with charts (needs icebergdo[report])")
     p.add_argument("--commits", type=args.count(minimum=1), default=200, metavar="N", help="commits shown in the HTML report (default 200)")
     p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE atomically (e.g. for the node-exporter textfile collector)")
+    args.add_quiet(p)
     p.set_defaults(handler=cmd_health)
 
 
@@ -132,8 +133,12 @@ def _print_reports(reports: list[Any], fmt: str, title: str | None = None) -> No
         if title:
             print(title)
         cols = [c for c in REPORT_COLUMNS if c.name not in ("dry_run", "snapshot_id")]
+        cols[2] = Column("files_in", header="files")  # "rewrite 12" / "merge 7" / "delete 54": what happens to them
         keep = [i for i, c in enumerate(REPORT_COLUMNS) if c.name not in ("dry_run", "snapshot_id")]
-        output.emit(cols, [[row[i] for i in keep] for row in _rows(reports)], fmt, empty="nothing to do")
+        rows = [[row[i] for i in keep] for row in _rows(reports)]
+        for row, r in zip(rows, reports, strict=True):
+            row[2] = f"{ {'compact': 'rewrite', 'manifests': 'merge'}.get(r.step, 'delete')} {r.files_in:,}" if r.files_in else "-"
+        output.emit(cols, rows, fmt, empty="nothing to do")
     elif fmt in ("json", "jsonl", "csv"):
         if fmt == "json" or fmt == "jsonl":
             output.emit_dicts(["table", "step", "dry_run", "files_in", "bytes_in", "files_out", "bytes_out", "snapshot_id", "seconds", "notes", "details"],
@@ -276,7 +281,8 @@ def cmd_health(a: argparse.Namespace, ctx: Any) -> int:
         from icebergdo.maintenance.report_html import write_report
 
         write_report(ctx.lh, reports, a.html, commits=a.commits)
-        print(f"HTML report: {Path(a.html).resolve()}", file=sys.stderr)
+        if not a.quiet:
+            print(f"HTML report: {Path(a.html).resolve()}", file=sys.stderr)
     if a.check:
         overdue = [f"{r.table} ({', '.join(j.job for j in r.jobs if j.overdue)})" for r in reports if r.overdue]
         if overdue:

@@ -89,7 +89,7 @@ def _latency_s(table: Table, snap: Snapshot, field_id: int) -> float | None:
             if raw is not None:
                 us = from_bytes(field_type, raw)  # type: ignore[arg-type]  # a timestamp: microseconds
                 oldest = us if oldest is None or us < oldest else oldest
-    return None if oldest is None else max(0.0, snap.timestamp_ms / 1000 - int(oldest) / 1e6)  # type: ignore[call-overload]
+    return None if oldest is None else max(0.0, snap.timestamp_ms / 1000 - float(oldest) / 1e6)
 
 
 def commits(table: Table, last: int) -> list[dict[str, Any]]:
