@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -216,6 +215,8 @@ def print_table(cols: Sequence[Column], rows: Sequence[Sequence[Any]], *, out: I
     console = Console(file=buf, force_terminal=terminal, width=None if terminal else 100_000, color_system="auto" if terminal else None,
                       highlight=False, soft_wrap=False, emoji=False, markup=False)
     if terminal:
+        import shutil
+
         console.size = shutil.get_terminal_size()  # the real terminal's, not the buffer's
     table = Table(box=box.SIMPLE_HEAD if terminal else _ASCII_HEAD, show_edge=False, pad_edge=False, header_style="bold" if terminal else "")
     for c in cols:
