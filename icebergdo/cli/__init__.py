@@ -28,6 +28,7 @@ from icebergdo.errors import ConfigError, IcebergdoError
 if TYPE_CHECKING:
     from icebergdo.config import Config
     from icebergdo.lakehouse import Lakehouse
+    from icebergdo.tables import Tables
 
 # command -> (module that registers it, one-line help shown by `icebergdo --help`).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,6 +71,15 @@ class Context:
     def config_or_none(self) -> Config | None:
         """The config if it was resolved already (for error messages), never raising."""
         return self.__dict__.get("config")
+
+    @property
+    def tables(self) -> Tables:
+        """The catalog without the facade (no writer, CDC or maintenance imported): for read-only listing."""
+        if self._lh is not None:
+            return self._lh
+        from icebergdo.tables import Tables
+
+        return Tables(self.config)
 
     @property
     def lh(self) -> Lakehouse:  # the facade imports pyiceberg: only commands that use it pay for it

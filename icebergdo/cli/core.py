@@ -62,7 +62,7 @@ TABLE_COLUMNS = [Column("table"), Column("rows", NUMBER), Column("snapshot_id"),
 
 
 def cmd_tables(a: argparse.Namespace, ctx: Any) -> int:
-    rows = ctx.lh.describe_tables()
+    rows = ctx.tables.describe_tables()
     output.emit_dicts(TABLE_COLUMNS, rows, a.format, empty="no tables yet (run `icebergdo init` or `icebergdo ingest`)")
     return 0
 
