@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
+import traceback
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -190,3 +194,90 @@ def test_dev_s3_cli_start_status_stop(tmp_path: Path, capsys) -> None:
         assert main(["dev", "s3", "stop", "--dir", str(folder)]) == 0
     assert not server.alive() and s3dev.running(folder) is None
     assert not os.path.exists(f"/proc/{server.pid}") or "weed" not in Path(f"/proc/{server.pid}/cmdline").read_text(errors="replace")
+
+
+# -- a PostgreSQL password made of every special character (issue 14, item 2) ------------------------
+SPECIALS = " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~é€"
+
+
+def special_password(seed: int) -> str:
+    """Every special character, each between a lower- and an upper-case letter that are not hex digits.
+
+    Seeded, so the fragments cannot collide by chance with hex/ULID text in the output: no test flakes.
+    """
+    rng = random.Random(seed)
+    return "".join(rng.choice("ghjkmnpqrstvwxyz") + rng.choice("GHJKMNPQRSTVWXYZ") + c for c in SPECIALS)
+
+
+def fragments(secret: str, size: int = 3) -> set[str]:
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+def leaked(text: str, secret: str) -> set[str]:
+    """Fragments of length 3 of `secret` found in `text`, and its percent-encoded form if that is there."""
+    found = {f for f in fragments(secret) if f in text}
+    encoded = quote(secret, safe="")
+    return found | ({encoded} if encoded in text else set())
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str]:
+    """(exit code or None if it raised, stdout + stderr + any exception's traceback)."""
+    try:
+        code: int | None = main(argv)
+        tb = ""
+    except BaseException:  # noqa: BLE001 - the traceback text is checked for secrets too
+        code, tb = None, traceback.format_exc()
+    out = capsys.readouterr()
+    return code, out.out + out.err + tb
+
+
+def test_postgres_password_with_every_special_character(
+    postgres: servers.Postgres, seaweedfs: servers.SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    from psycopg import sql
+
+    password, wrong = special_password(14), special_password(41)
+    role = db = f"special_{tmp_path.name[-12:].lower().replace('-', '_')}"
+    with postgres.connect() as con:
+        con.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        con.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(role)))
+    bucket = seaweedfs.create_bucket("icebergdo-tests")
+    s3 = seaweedfs.s3_settings()
+    path = tmp_path / "special.toml"
+    path.write_text(
+        "[catalog]\n"
+        f'uri = "postgresql+psycopg://{role}:${{ICEBERGDO_PG_PASSWORD}}@127.0.0.1:{postgres.port}/{db}"\n'
+        f'warehouse = "s3://{bucket}/special-{tmp_path.name.lower().replace("_", "-")}"\n\n[s3]\n'
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in s3.items())
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"ts": f"2026-11-25T10:{i:02d}:00Z", "type": "webhook", "payload": {"i": i}}) + "\n" for i in range(30)))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the default WAL folder of a config lakehouse
+    caplog.set_level(logging.DEBUG)
+    base = ["--config", str(path)]
+
+    monkeypatch.setenv("ICEBERGDO_PG_PASSWORD", password)
+    config = Config.from_file(path)
+    assert password in config.secrets()
+    outputs = {}
+    for argv in (["init"], ["doctor"], ["ingest", str(events), "--no-progress"], ["tables", "--json"],
+                 ["query", "SELECT count(*) AS n, count(DISTINCT id) AS d FROM events", "--format", "json"]):
+        code, text = _run_cli(base + argv, capsys)
+        outputs[argv[0]] = text
+        assert code == 0, (argv, text[-3000:])
+    assert json.loads(outputs["query"]) == [{"n": 30, "d": 30}]
+    assert f"postgresql+psycopg://{role}:***@127.0.0.1:{postgres.port}/{db}" in outputs["init"]
+    assert "all checks passed" in outputs["doctor"]
+
+    monkeypatch.setenv("ICEBERGDO_PG_PASSWORD", wrong)
+    for argv, expected in ((["init"], 4), (["doctor"], 1), (["tables"], 4), (["ingest", str(events), "--no-progress"], 4)):
+        code, text = _run_cli(base + argv, capsys)
+        outputs[f"wrong {argv[0]}"] = text
+        assert code == expected, (argv, text[-3000:])
+    assert "password authentication failed" in outputs["wrong doctor"]
+    assert "wrong user or password" in outputs["wrong doctor"]
+
+    everything = "\n".join(outputs.values()) + "\n" + caplog.text
+    for secret in (password, wrong):
+        assert not leaked(everything, secret), leaked(everything, secret)
