@@ -12,6 +12,7 @@ Every file name carries a ULID or UUID, so two writers can never overwrite each 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from pyiceberg.partitioning import PartitionKey
@@ -20,7 +21,7 @@ from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform
 from pyiceberg.typedef import Properties
 from ulid import ULID
 
-from icebergdo.errors import BadNameError
+from icebergdo.errors import BadInputError, BadNameError
 
 PROVIDER_IMPL = "icebergdo.layout.AdrLocationProvider"
 MANIFESTS_PATH_PROPERTY = "icebergdo.write.manifests.path"
@@ -44,6 +45,23 @@ def validate_name(part: str, what: str = "name") -> str:
     return part
 
 
+def is_reserved(namespace: str) -> bool:
+    """`events` and `catalog` in any case: folders of the warehouse root that belong to icebergdo.
+
+    Matched case-insensitively because DuckDB and Spark fold identifiers (`Events.x` is `events.x`
+    to them) and a case-insensitive file system folds folder names.
+    """
+    return namespace.lower() in RESERVED_NAMESPACES
+
+
+def check_collection_namespace(namespace: str) -> str:
+    """A CDC collection's namespace: a valid name that is not reserved (its data goes to `{namespace}/…`)."""
+    validate_name(namespace, "namespace")
+    if is_reserved(namespace):
+        raise BadNameError(f"namespace {namespace!r} is reserved ({', '.join(sorted(RESERVED_NAMESPACES))}, in any case)")
+    return namespace
+
+
 def split_identifier(identifier: str | tuple[str, ...]) -> tuple[str, str]:
     """`"ns.table"` → `("ns", "table")`, validating both parts."""
     parts = tuple(identifier) if isinstance(identifier, tuple) else tuple(str(identifier).split("."))
@@ -57,12 +75,31 @@ def table_location(warehouse: str, identifier: str) -> str:
     return f"{warehouse.rstrip('/')}/catalog/{ns}.{name}"
 
 
+def data_location(warehouse: str, identifier: str, data_path: str) -> str:
+    """`{warehouse}/{data_path}`, where a new table's data files go; never outside the warehouse.
+
+    `data_path` is one or more valid names joined by `/` (no `..`, `.`, empty parts or URI): a
+    path that could climb out of the warehouse, or into another table's files, is refused. Its
+    first folder may be a reserved name only for a table of that very namespace (`events.raw`
+    writes under `events/`): `catalog/` holds metadata, and `Events/` would shadow `events/`.
+    """
+    ns, _ = split_identifier(identifier)
+    if is_reserved(ns) and ns != EVENTS_NAMESPACE:
+        raise BadNameError(f"namespace {ns!r} is reserved ({', '.join(sorted(RESERVED_NAMESPACES))}, in any case)")
+    parts = data_path.strip("/").split("/") if isinstance(data_path, str) else [data_path]
+    for part in parts:
+        validate_name(part, f"data path part (of {data_path!r})")
+    if is_reserved(parts[0]) and parts[0] != ns:
+        raise BadNameError(f"data path {data_path!r}: the folder {parts[0]!r} is reserved for icebergdo's own files")
+    return f"{warehouse.rstrip('/')}/{'/'.join(parts)}"
+
+
 def table_properties(warehouse: str, identifier: str, data_path: str) -> dict[str, str]:
-    """Table properties that route pyiceberg's writes into the ADR layout."""
+    """Table properties that route pyiceberg's writes into the ADR layout (validating `data_path`)."""
     location = table_location(warehouse, identifier)
     return {
         "write.py-location-provider.impl": PROVIDER_IMPL,
-        "write.data.path": f"{warehouse.rstrip('/')}/{data_path.strip('/')}",
+        "write.data.path": data_location(warehouse, identifier, data_path),
         "write.metadata.path": f"{location}/metadata",
         MANIFESTS_PATH_PROPERTY: f"{location}/manifests",
     }
@@ -70,6 +107,21 @@ def table_properties(warehouse: str, identifier: str, data_path: str) -> dict[st
 
 def events_table_properties(warehouse: str) -> dict[str, str]:
     return table_properties(warehouse, EVENTS_TABLE, EVENTS_NAMESPACE)
+
+
+def check_new_columns(known: Iterable[str], new: Iterable[str], where: str = "field") -> None:
+    """Refuse new column names that equal a known or another new one when case is ignored.
+
+    Iceberg names are case-sensitive, but DuckDB and Spark are not: a column `ID` next to `id`
+    shows up as `ID_1` in DuckDB and makes Spark's reads ambiguous. `where` prefixes the error
+    (e.g. "line 17: field").
+    """
+    seen = {name.lower(): name for name in known}
+    for name in new:
+        other = seen.get(name.lower())
+        if other is not None and other != name:
+            raise BadInputError(f"{where} {name!r} differs from the column {other!r} only by case; readers would confuse them (rename it)")
+        seen.setdefault(name.lower(), name)
 
 
 def collection_data_path(namespace: str, collection: str, part: str) -> str:
