@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote_plus
 
 from pyiceberg.partitioning import PartitionKey
 from pyiceberg.table.locations import LocationProvider
-from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform
+from pyiceberg.transforms import DayTransform, HourTransform
 from pyiceberg.typedef import Properties
 from ulid import ULID
 
@@ -130,7 +131,11 @@ def collection_data_path(namespace: str, collection: str, part: str) -> str:
 
 
 def partition_dir(partition_key: PartitionKey | None) -> str:
-    """The folder of one partition: hour → YYYY/MM/DD/HH, day → YYYY/MM/DD, others → name=value."""
+    """The folder of one partition: hour → YYYY/MM/DD/HH, day → YYYY/MM/DD, others → name=value.
+
+    `name=value` parts are URL-encoded as pyiceberg does (`quote_plus`), so a value holding `/`
+    or `..` names one folder and can never climb out of the table's data path.
+    """
     if partition_key is None or not partition_key.partition_spec.fields:
         return ""
     parts: list[str] = []
@@ -138,16 +143,16 @@ def partition_dir(partition_key: PartitionKey | None) -> str:
     for pos, pfield in enumerate(partition_key.partition_spec.fields):
         value = record[pos]
         if value is None:
-            parts.append(f"{pfield.name}=null")
+            parts.append(f"{quote_plus(pfield.name)}=null")
         elif isinstance(pfield.transform, HourTransform):
             parts.append((_EPOCH + timedelta(hours=int(value))).strftime("%Y/%m/%d/%H"))
         elif isinstance(pfield.transform, DayTransform):
             day = value if isinstance(value, int) else (value - _EPOCH.date()).days
             parts.append((_EPOCH + timedelta(days=int(day))).strftime("%Y/%m/%d"))
-        elif isinstance(pfield.transform, IdentityTransform):
-            parts.append(f"{pfield.name}={value}")
         else:
-            parts.append(f"{pfield.name}={pfield.transform.to_human_string(pfield.transform.result_type(partition_key.schema.find_type(pfield.source_id)), value)}")
+            source_type = partition_key.schema.find_type(pfield.source_id)
+            text = pfield.transform.to_human_string(pfield.transform.result_type(source_type), value)
+            parts.append(f"{quote_plus(pfield.name)}={quote_plus(text)}")
     return "/".join(parts)
 
 
