@@ -106,10 +106,6 @@ def table_properties(warehouse: str, identifier: str, data_path: str) -> dict[st
     }
 
 
-def events_table_properties(warehouse: str) -> dict[str, str]:
-    return table_properties(warehouse, EVENTS_TABLE, EVENTS_NAMESPACE)
-
-
 def check_new_columns(known: Iterable[str], new: Iterable[str], where: str = "field") -> None:
     """Refuse new column names that equal a known or another new one when case is ignored.
 

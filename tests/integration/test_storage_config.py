@@ -133,7 +133,7 @@ def test_dev_s3_cli_start_status_stop(tmp_path: Path, capsys) -> None:
     assert not os.path.exists(f"/proc/{server.pid}") or "weed" not in Path(f"/proc/{server.pid}/cmdline").read_text(errors="replace")
 
 
-# -- a PostgreSQL password made of every special character (issue 14, item 2) ------------------------
+# -- a PostgreSQL password made of every special character -----------------------------------------------
 SPECIALS = " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~é€"
 
 
