@@ -30,7 +30,8 @@ MANIFESTS_PATH_PROPERTY = "icebergdo.write.manifests.path"
 FILE_PREFIX_PROPERTY = "icebergdo.write.file-prefix"
 EVENTS_NAMESPACE = "events"
 EVENTS_TABLE = "events.raw"
-RESERVED_NAMESPACES = frozenset({EVENTS_NAMESPACE, "catalog"})
+CATALOG_FOLDER = "catalog"  # {warehouse}/catalog/{ns}.{table}/: every table's metadata
+RESERVED_NAMESPACES = frozenset({EVENTS_NAMESPACE, CATALOG_FOLDER})
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -73,19 +74,20 @@ def split_identifier(identifier: str | tuple[str, ...]) -> tuple[str, str]:
 
 def table_location(warehouse: str, identifier: str) -> str:
     ns, name = split_identifier(identifier)
-    return f"{warehouse.rstrip('/')}/catalog/{ns}.{name}"
+    return f"{warehouse.rstrip('/')}/{CATALOG_FOLDER}/{ns}.{name}"
 
 
 def data_location(warehouse: str, identifier: str, data_path: str) -> str:
     """`{warehouse}/{data_path}`, where a new table's data files go; never outside the warehouse.
 
     `data_path` is one or more valid names joined by `/` (no `..`, `.`, empty parts or URI): a
-    path that could climb out of the warehouse, or into another table's files, is refused. Its
-    first folder may be a reserved name only for a table of that very namespace (`events.raw`
-    writes under `events/`): `catalog/` holds metadata, and `Events/` would shadow `events/`.
+    path that could climb out of the warehouse, or into another table's files, is refused. A
+    reserved namespace takes tables only spelled exactly (`events.raw`; never `catalog`, whose
+    folder holds metadata), and a data path may start with a reserved folder only for a table of
+    that very namespace (`events.raw` writes under `events/`); `Events/` would shadow `events/`.
     """
     ns, _ = split_identifier(identifier)
-    if is_reserved(ns) and ns != EVENTS_NAMESPACE:
+    if is_reserved(ns) and (ns not in RESERVED_NAMESPACES or ns == CATALOG_FOLDER):
         raise BadNameError(f"namespace {ns!r} is reserved ({', '.join(sorted(RESERVED_NAMESPACES))}, in any case)")
     parts = data_path.strip("/").split("/") if isinstance(data_path, str) else [data_path]
     for part in parts:
