@@ -131,7 +131,7 @@ def test_newer_or_same_is_lexicographic(a: tuple[int, int, int], b: tuple[int, i
 
 
 # -- the fold --------------------------------------------------------------------------------------
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(change_logs(), change_logs(max_size=20), st.data())
 def test_folding_a_batch_into_a_state_equals_folding_everything(earlier: list[Change], fresh: list[Change], data: st.DataObject) -> None:
     """State from `earlier`, then one batch of new changes and replays of earlier ones (a redone fold)."""
@@ -143,7 +143,7 @@ def test_folding_a_batch_into_a_state_equals_folding_everything(earlier: list[Ch
     assert as_dict(got) == model_fold(everything)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(change_logs(max_size=60), st.data())
 def test_any_split_into_batches_in_any_order_gives_the_same_state(changes: list[Change], data: st.DataObject) -> None:
     """Commutative and idempotent: fold the changes as batches, in a shuffled order, some twice."""
