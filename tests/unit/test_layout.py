@@ -153,10 +153,12 @@ def test_data_path_cannot_leave_the_warehouse(data_path: str) -> None:
         layout.table_properties(WH, "shop.orders", data_path)
 
 
-@pytest.mark.parametrize("data_path", ["catalog", "catalog/x", "CATALOG/x", "Events/x", "events/x"])
-def test_data_path_cannot_enter_reserved_folders(data_path: str) -> None:
+@pytest.mark.parametrize("data_path", ["CATALOG/x", "Events/x", "EVENTS"])
+def test_data_path_cannot_start_with_a_reserved_folder_spelled_differently(data_path: str) -> None:
     with pytest.raises(BadNameError, match="reserved"):
         layout.table_properties(WH, "shop.orders", data_path)
+    # spelled exactly, a nested prefix is allowed (maintenance keeps other tables' prefixes apart)
+    assert layout.table_properties(WH, "shop.orders", data_path.lower())["write.data.path"] == f"{WH}/{data_path.lower()}"
 
 
 @pytest.mark.parametrize("namespace", ["events", "Events", "EVENTS", "catalog", "Catalog", "CATALOG"])
