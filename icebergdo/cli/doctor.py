@@ -9,7 +9,7 @@ from typing import Any
 from icebergdo.cli import COMMANDS, args, output
 from icebergdo.cli.output import Column
 
-CHECK_COLUMNS = [Column("name"), Column("ok"), Column("detail"), Column("hint")]
+CHECK_COLUMNS = [Column("name"), Column("ok"), Column("detail"), Column("hint"), Column("warning")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=COMMANDS["doctor"][1],
         description="Run every check for the selected lakehouse and print a diagnosis and a fix hint for each "
         "failure (missing driver, wrong endpoint, wrong keys, missing bucket, clock skew). Never prints a secret. "
-        "Exit code 0 when everything passes, 1 otherwise.",
+        "Warnings (WARN) do not fail. Exit code 0 when everything passes, 1 otherwise.",
     )
     args.add_format(p)
     p.set_defaults(handler=cmd_doctor)
@@ -61,8 +61,8 @@ def cmd_doctor(a: argparse.Namespace, ctx: Any) -> int:
         output.emit_dicts(CHECK_COLUMNS, [r.as_dict() for r in results], a.format)
     else:
         for r in results:
-            print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
-            if not r.ok and r.hint:
+            print(f"{('WARN' if r.warning else 'ok  ') if r.ok else 'FAIL'} {r.name}: {r.detail}")
+            if (not r.ok or r.warning) and r.hint:
                 print(f"     fix: {r.hint}")
         failed = sum(not r.ok for r in results)
         print("all checks passed" if not failed else f"{failed} check(s) failed")
