@@ -148,11 +148,11 @@ def _figures(table: Table, report: TableReport, last: int) -> list[tuple[str, An
         go.Bar(name=f"small (< {SMALL_FILE_RATIO:.0%} of {target})", x=x, y=[p["small"] for p in parts], marker_color=COLORS["small"]),
         go.Bar(name="target-sized", x=x, y=[p["target"] for p in parts], marker_color=COLORS["target"]),
     ])
-    fig.update_layout(title="Live data files per partition", yaxis_title="files", xaxis_title=axis, **layout)
+    fig.update_layout(title="Live data files per partition", yaxis_title="files", xaxis_title=axis, xaxis_type="category", **layout)
     figs.append(("files", fig))
     fig = go.Figure([go.Bar(name="bytes", x=x, y=[p["bytes"] for p in parts], marker_color=COLORS["bytes"],
                             customdata=[format_size(p["bytes"]) for p in parts], hovertemplate="%{x}<br>%{customdata}<extra></extra>")])
-    fig.update_layout(title="Bytes per partition", yaxis_title="bytes", xaxis_title=axis, **layout)
+    fig.update_layout(title="Bytes per partition", yaxis_title="bytes", xaxis_title=axis, xaxis_type="category", **layout)
     figs.append(("bytes", fig))
     times = [c["time"] for c in history]
     fig = go.Figure([
@@ -219,6 +219,10 @@ tr.due td:nth-child(2){color:#856404;font-weight:600}tr.overdue td:nth-child(2){
 """
 
 
+# Charts drawn before the grid settles take the page's width; fit them to their cells once laid out.
+RESIZE_JS = "window.addEventListener('load',function(){document.querySelectorAll('.js-plotly-plot').forEach(function(d){Plotly.Plots.resize(d);});});"
+
+
 def render(lh: Tables, reports: list[TableReport], *, commits: int = 100, now: datetime | None = None) -> str:
     """The whole page as one HTML string (plotly.js inlined once)."""
     _plotly()
@@ -249,7 +253,8 @@ def render(lh: Tables, reports: list[TableReport], *, commits: int = 100, now: d
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style>'
         f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
         f'<header><h1>{title}</h1><p>catalog {html.escape(lh.config.catalog_name)} · {len(reports)} table(s) · '
-        f'generated {now.strftime("%Y-%m-%d %H:%M:%S UTC")}</p></header><nav>{"".join(nav)}</nav>{body}</body></html>'
+        f'generated {now.strftime("%Y-%m-%d %H:%M:%S UTC")}</p></header><nav>{"".join(nav)}</nav>{body}'
+        f"<script>{RESIZE_JS}</script></body></html>"
     )
 
 
