@@ -1,0 +1,173 @@
+"""The service's one durable writer, fed in groups: a request is acknowledged once its events are in the fsynced WAL.
+
+Invariant: a 202 (or a WebSocket ack) is sent only after `Writer.extend` returned for a group holding
+the request's events, and `extend` returns only when they are fsynced in the write-ahead log
+(icebergdo/writer.py). Everything acknowledged therefore survives SIGKILL: the next writer on the
+WAL folder commits it, exactly once (batch ids in the snapshot history).
+
+Why groups: the writer already shares one fsync among concurrent callers, but each call costs a
+thread hop, an Arrow concatenation and a lock round trip. Requests validate their own events (so
+an error names their record), then queue the Arrow table here; one consumer takes everything
+queued, concatenates it and makes a single `extend` call in a worker thread. While that call
+waits for its fsync, the next requests queue up and form the next group, so the cost per event
+falls as the load rises. Two groups may be in flight at once so that one can be prepared while
+the other is being fsynced. A group is accepted or refused as a whole: when the writer's pending
+bound is reached (`block_timeout` 0 raises at once) every request of the group gets 429 with
+`Retry-After`, and nothing of it was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from icebergdo import layout
+from icebergdo.errors import BackpressureError, BadInputError, IcebergdoError, StorageError
+from icebergdo.serve.http import HttpError
+from icebergdo.serve.settings import Settings
+from icebergdo.tables import Tables
+from icebergdo.writer import Writer, WriterStats
+
+log = logging.getLogger(__name__)
+IN_FLIGHT_GROUPS = 2
+
+
+@dataclass
+class _Item:
+    table: pa.Table
+    done: asyncio.Future[None]
+
+
+@dataclass
+class IngestCounters:
+    groups: int = 0
+    events: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+
+class Ingestor:
+    """Owns the writer (opened on `start`, closed on `close`); `submit` returns once the events are durable."""
+
+    def __init__(self, tables: Tables, settings: Settings, wal_dir: Path) -> None:
+        self.tables = tables
+        self.settings = settings
+        self.wal_dir = wal_dir
+        self.writer: Writer | None = None
+        self.counters = IngestCounters()
+        self._queue: list[_Item] = []
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(IN_FLIGHT_GROUPS)
+        self._executor = ThreadPoolExecutor(max_workers=IN_FLIGHT_GROUPS + 1, thread_name_prefix="icebergdo-serve-extend")
+        self._consumer: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    def open_writer(self) -> Writer:
+        """Open the durable writer (replays what a previous run left in the WAL). Blocking: call from a thread."""
+        s = self.settings
+        self.writer = Writer(
+            self.tables, layout.EVENTS_TABLE, wal_dir=self.wal_dir, durable=True,
+            max_rows=s.max_rows, max_bytes=s.max_bytes, max_age=s.max_age,
+            max_pending_rows=s.max_pending_rows, max_pending_bytes=s.max_pending_bytes,
+            block_timeout=s.block_timeout, close_timeout=s.shutdown_timeout,
+        )
+        return self.writer
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.open_writer)
+        self._consumer = asyncio.create_task(self._run(), name="icebergdo-serve-ingest")
+
+    def stats(self) -> WriterStats | None:
+        return self.writer.stats() if self.writer is not None else None
+
+    @property
+    def accepting(self) -> bool:
+        return self.writer is not None and not self._closing
+
+    async def submit(self, table: pa.Table) -> None:
+        """Queue validated events; returns when they are durable, or raises `HttpError` (429/503/422)."""
+        if not self.accepting:
+            raise HttpError(503, "shutting_down", "the server is shutting down; send to another instance or retry",
+                            retry_after=self.settings.probe_interval)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(table, fut))
+        self._wake.set()
+        await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                if self._closing:
+                    return
+                continue
+            await self._slots.acquire()
+            items, self._queue = self._queue, []
+            task = asyncio.create_task(self._extend(items))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _extend(self, items: list[_Item]) -> None:
+        try:
+            group = items[0].table if len(items) == 1 else pa.concat_tables([it.table for it in items])
+            assert self.writer is not None
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.extend, group)
+        except BaseException as e:  # noqa: BLE001 - every request of the group gets the same answer
+            err = self._http_error(e)
+            self.counters.refused[err.code] = self.counters.refused.get(err.code, 0) + len(items)
+            for it in items:
+                if not it.done.done():
+                    it.done.set_exception(err)
+        else:
+            self.counters.groups += 1
+            self.counters.events += group.num_rows
+            for it in items:
+                if not it.done.done():
+                    it.done.set_result(None)
+        finally:
+            self._slots.release()
+            if self._queue:
+                self._wake.set()
+
+    def _http_error(self, e: BaseException) -> HttpError:
+        stats = self.stats()
+        if isinstance(e, BackpressureError):
+            if stats is not None and stats.last_error:
+                return HttpError(503, "unavailable", "commits are failing and the writer is full; nothing of this request was accepted",
+                                 retry_after=max(self.settings.probe_interval, 1.0))
+            wait = max(1.0, min(30.0, (stats.last_commit_seconds or 0.0) * 2 if stats else 1.0))
+            return HttpError(429, "backpressure", "the writer is behind (pending bound reached); nothing of this request was accepted",
+                             retry_after=wait)
+        if isinstance(e, BadInputError):
+            return HttpError(422, "invalid", str(e))
+        if isinstance(e, StorageError):
+            log.error("serve: write-ahead log write failed: %s", e)
+            return HttpError(503, "wal_failed", "the write-ahead log could not be written; nothing of this request was accepted",
+                             retry_after=self.settings.probe_interval)
+        if isinstance(e, IcebergdoError):  # the writer is closed
+            return HttpError(503, "shutting_down", "the server is shutting down", retry_after=self.settings.probe_interval)
+        log.exception("serve: unexpected error while writing events", exc_info=e)
+        return HttpError(500, "internal", f"unexpected error: {type(e).__name__}")
+
+    async def close(self) -> BaseException | None:
+        """Refuse new events, finish the queued ones, flush and commit, release the WAL. Returns the close error."""
+        self._closing = True
+        self._wake.set()
+        if self._consumer is not None:
+            await self._consumer
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        error: BaseException | None = None
+        if self.writer is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self.writer.close)
+            except BaseException as e:  # noqa: BLE001 - reported by the caller (exit code), the events stay in the WAL
+                error = e
+        self._executor.shutdown(wait=False)
+        return error
