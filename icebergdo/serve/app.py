@@ -302,13 +302,14 @@ async def ws_events(websocket: WebSocket) -> None:
             for text in frames:
                 if text is None:
                     continue
+                frame_seq = seq + 1
                 try:
-                    seq, rows, labels = _frame(text, seq + 1)
+                    frame_seq, rows, labels = _frame(text, frame_seq)
                     tables.append(records.events(rows, labels, token))
                 except HttpError as e:
-                    seq = seq + 1 if e.code != "bad_seq" else seq
                     svc.metrics.rejected.labels(e.code).inc()
-                    errors.append({"type": "error", "seq": seq, **e.body()})
+                    errors.append({"type": "error", "seq": frame_seq, **e.body()})
+                seq = frame_seq
             if tables:
                 table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
                 if not await _durable(svc, websocket, table):

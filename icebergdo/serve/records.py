@@ -84,8 +84,9 @@ def check_allowed(table: pa.Table, labels: Sequence[str], token: Token | None) -
         if allowed is None:
             continue
         col = table.column(column)
-        ok = pc.is_in(col, value_set=pa.array(sorted(allowed), pa.string()))
-        ok = pc.fill_null(ok, column == "namespace")  # no namespace is fine; no source is not, when sources are limited
+        ok = pc.fill_null(pc.is_in(col, value_set=pa.array(sorted(allowed), pa.string())), False)
+        if column == "namespace":  # no namespace is fine; no source is not, when sources are limited
+            ok = pc.or_(ok, pc.is_null(col))
         if not pc.all(ok).as_py():
             i = pc.index(ok, False).as_py()
             value = col[i].as_py()
