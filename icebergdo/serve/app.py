@@ -23,7 +23,7 @@ import importlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -48,7 +48,7 @@ from icebergdo.tables import Tables
 
 log = logging.getLogger(__name__)
 
-INLINE_BYTES = 64 * 1024  # bodies up to this size are validated on the event loop; larger ones in a thread
+INLINE_BYTES = 64 * 1024  # bodies up to this size are parsed on the event loop; larger ones in a thread
 WS_QUEUE_FRAMES = 256  # frames read ahead of the writer per WebSocket; past that the socket is not read (TCP backpressure)
 MAX_IDEMPOTENCY_KEY = 255
 _WWW_AUTH = {"WWW-Authenticate": 'Bearer realm="icebergdo"'}
@@ -113,25 +113,35 @@ class Service:
         raw = await bodies.read_body(request.stream(), request.headers.get("content-length"), self.settings.max_body)
         return bodies.decode(raw, request.headers.get("content-encoding"), self.settings.max_body) if decode else raw
 
-    def rate_limit(self, table: pa.Table) -> None:
-        if not self.settings.rate_limits or table.num_rows == 0:
-            return
-        counts = pc.value_counts(table.column("source")).to_pylist()
-        for entry in counts:
-            self.limiter.take(entry["values"], entry["counts"])
+    def rate_limit(self, counts: Mapping[str | None, int]) -> None:
+        """429 when a source is over its events/s (counts: events per source)."""
+        if self.settings.rate_limits:
+            for source, n in counts.items():
+                self.limiter.take(source, n)
 
-    async def cpu(self, size: int, fn: Callable[[], pa.Table]) -> pa.Table:
-        """Validation: inline for small bodies (cheaper than a thread hop), in a thread for large ones."""
-        if size <= INLINE_BYTES:
+    async def parse(self, body: bytes, fn: Callable[[], Any]) -> Any:
+        """Parsing: inline for small bodies (cheaper than a thread hop), in a thread for large ones."""
+        if len(body) <= INLINE_BYTES:
             return fn()
         return await asyncio.to_thread(fn)
 
+    async def accept_rows(self, route: str, rows: list[Any], labels: Sequence[str], token: Token | None) -> Outcome:
+        """Token checks, rate limit, then validation and durability in the next group; the 202 body."""
+        rows = records.precheck(rows, labels, token)
+        self.rate_limit(records.sources(rows))
+        table = await self.ingestor.submit_rows(rows, labels) if rows else None
+        return self._accepted(route, table)
+
     async def accept(self, route: str, table: pa.Table) -> Outcome:
-        """Rate limit, make durable, count; the 202 body."""
-        self.rate_limit(table)
+        """An already validated table (webhooks, CDC): rate limit, make durable; the 202 body."""
         if table.num_rows:
+            counts = {entry["values"]: entry["counts"] for entry in pc.value_counts(table.column("source")).to_pylist()}
+            self.rate_limit(counts)
             await self.ingestor.submit(table)
-        ids = table.column("id").to_pylist()
+        return self._accepted(route, table)
+
+    def _accepted(self, route: str, table: pa.Table | None) -> Outcome:
+        ids = table.column("id").to_pylist() if table is not None else []
         self.metrics.accepted.labels(route).inc(len(ids))
         return Outcome(202, {"accepted": len(ids), "ids": ids})
 
@@ -182,11 +192,8 @@ async def post_events(svc: Service, request: Request) -> Response:
     ctype = request.headers.get("content-type")
 
     async def work() -> Outcome:
-        def validate() -> pa.Table:
-            rows, labels = bodies.records(body, ctype)
-            return records.events(rows, labels, token)
-
-        return await svc.accept("events", await svc.cpu(len(body), validate))
+        rows, labels = await svc.parse(body, lambda: bodies.records(body, ctype))
+        return await svc.accept_rows("events", rows, labels, token)
 
     return await svc.answer(key, work)
 
@@ -199,11 +206,12 @@ async def post_rpc(svc: Service, request: Request) -> Response:
     ctype = request.headers.get("content-type")
 
     async def work() -> Outcome:
-        def validate() -> pa.Table:
+        def parse() -> tuple[list[Any], list[str]]:
             rows, labels = bodies.records(body, ctype, what="calls")
-            return records.rpc(rows, labels, token)
+            return records.rpc(rows, labels), labels
 
-        return await svc.accept("rpc", await svc.cpu(len(body), validate))
+        rows, labels = await svc.parse(body, parse)
+        return await svc.accept_rows("rpc", rows, labels, token)
 
     return await svc.answer(key, work)
 
@@ -297,27 +305,29 @@ async def ws_events(websocket: WebSocket) -> None:
             while not queue.empty() and len(frames) < WS_QUEUE_FRAMES:
                 frames.append(queue.get_nowait())
             ended = None in frames
-            tables: list[pa.Table] = []
-            errors: list[dict[str, Any]] = []
+            batch: list[tuple[int, list[Any], list[str]]] = []
+            errors: dict[int, dict[str, Any]] = {}
             for text in frames:
                 if text is None:
                     continue
                 frame_seq = seq + 1
                 try:
                     frame_seq, rows, labels = _frame(text, frame_seq)
-                    tables.append(records.events(rows, labels, token))
+                    rows = records.precheck(rows, labels, token)
+                    if rows:
+                        batch.append((frame_seq, rows, labels))
                 except HttpError as e:
-                    svc.metrics.rejected.labels(e.code).inc()
-                    errors.append({"type": "error", "seq": frame_seq, **e.body()})
+                    errors[frame_seq] = e.body()
                 seq = frame_seq
-            if tables:
-                table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-                if not await _durable(svc, websocket, table):
+            if batch:
+                done = await _durable(svc, websocket, batch, errors)
+                if done is None:
                     return
-                total += table.num_rows
-            for err in errors:
-                await websocket.send_json(err)
-            if tables or errors:
+                total += done
+            for s, body in sorted(errors.items()):
+                svc.metrics.rejected.labels(body["error"]["code"]).inc()
+                await websocket.send_json({"type": "error", "seq": s, **body})
+            if batch or errors:
                 await websocket.send_json({"type": "ack", "seq": seq, "accepted": total})
             if ended:
                 return
@@ -329,30 +339,51 @@ async def ws_events(websocket: WebSocket) -> None:
             await reader
 
 
-async def _durable(svc: Service, websocket: WebSocket, table: pa.Table) -> bool:
-    """Make `table` durable, pausing the client while the writer is full or not ready; False when shutting down."""
+async def _durable(svc: Service, websocket: WebSocket, batch: list[tuple[int, list[Any], list[str]]],
+                   errors: dict[int, dict[str, Any]]) -> int | None:
+    """Make the frames durable (one group); a frame that does not validate goes to `errors`. While the writer is
+    full or the service not ready the client gets a pause frame and the frames are retried (the socket is not
+    read meanwhile). Returns the events accepted, or None when the service is shutting down."""
     paused = False
-    while True:
+    accepted = 0
+    while batch:
         try:
             svc.require_ready()
-            svc.rate_limit(table)
-            await svc.ingestor.submit(table)
-            break
+            counts: dict[str | None, int] = {}
+            for _, rows, _labels in batch:
+                for source, n in records.sources(rows).items():
+                    counts[source] = counts.get(source, 0) + n
+            svc.rate_limit(counts)
         except HttpError as e:
-            if e.code == "shutting_down":
+            results: list[Any] = [e] * len(batch)
+        else:
+            results = list(await asyncio.gather(*(svc.ingestor.submit_rows(rows, labels) for _, rows, labels in batch),
+                                                return_exceptions=True))
+        retry: list[tuple[int, list[Any], list[str]]] = []
+        wait = 0.0
+        for frame, result in zip(batch, results, strict=True):
+            if isinstance(result, pa.Table):
+                accepted += result.num_rows
+            elif isinstance(result, HttpError) and result.code == "shutting_down":
                 await websocket.close(code=1012)  # service restart: reconnect and resend what was not acked
-                return False
-            if e.status not in (429, 503):
-                raise
-            wait = e.retry_after or 1.0
+                return None
+            elif isinstance(result, HttpError) and result.status in (429, 503):
+                retry.append(frame)
+                wait = max(wait, result.retry_after or 1.0)
+            elif isinstance(result, HttpError):
+                errors[frame[0]] = result.body()
+            else:
+                raise result
+        batch = retry
+        if batch:
             if not paused:
-                await websocket.send_json({"type": "pause", "reason": e.code, "retry_after": retry_after_header(wait)})
+                await websocket.send_json({"type": "pause", "retry_after": retry_after_header(wait)})
                 paused = True
             await asyncio.sleep(wait)
-    svc.metrics.accepted.labels("ws").inc(table.num_rows)
+    svc.metrics.accepted.labels("ws").inc(accepted)
     if paused:
         await websocket.send_json({"type": "resume"})
-    return True
+    return accepted
 
 
 # -- operations -----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@
   increasing in arrival order, so equal `(ts, seq)` versions fold in arrival order.
 - `/v1/webhooks/{source}`: the verified raw body → one `type = "webhook"` event.
 
-A token limited to some sources/namespaces is enforced here, per record, after validation: one
-record outside them refuses the whole request (403) and names it.
+A token limited to some sources/namespaces is enforced here, per record (`precheck`): one record
+outside them refuses the whole request (403) and names it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from ulid import ULID
 
 from icebergdo import layout
@@ -41,20 +40,54 @@ _EVENT_KEYS = frozenset({"id", "ts", "source", "namespace", "collection"})
 
 
 def events(rows: list[Any], labels: Sequence[str], token: Token | None) -> pa.Table:
-    """`/v1/events`: validated events.raw rows (422 naming `events[i]` and the field)."""
-    if token is not None and token.only_source is not None:
-        src = token.only_source
-        rows = [dict(r, source=src) if isinstance(r, dict) and r.get("source") is None else r for r in rows]
+    """`/v1/events` records validated into events.raw rows right away (422 naming `events[i]` and the field)."""
+    rows = precheck(rows, labels, token)
     try:
-        table = events_from_rows(rows, labels=labels)
+        return events_from_rows(rows, labels=labels)
     except BadInputError as e:
         raise invalid(str(e)) from None
-    check_allowed(table, labels, token)
-    return table
 
 
-def rpc(rows: list[Any], labels: Sequence[str], token: Token | None) -> pa.Table:
-    """`/v1/rpc`: `{"method", "ts"?, "duration_ms"?, "status"?, "request"?, "response"?, "id"?, "source"?, ...}`."""
+def precheck(rows: list[Any], labels: Sequence[str], token: Token | None) -> list[Any]:
+    """What the token decides, on the parsed records: its one source filled in where none is given, and 403
+    naming the first record whose `source` or `namespace` it may not write. The rest of the validation
+    (`events_from_rows`) happens when the records are written, for a whole group of requests at once."""
+    if token is None:
+        return rows
+    only = token.only_source
+    out = rows
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            continue  # refused by validation, naming it
+        if only is not None and row.get("source") is None:
+            if out is rows:
+                out = list(rows)
+            row = out[i] = {**row, "source": only}
+        source, namespace = row.get("source"), row.get("namespace")
+        if token.sources is not None and not (isinstance(source, str) and source in token.sources):
+            raise _forbidden(token, labels[i], i, "source", source, token.sources)
+        if token.namespaces is not None and namespace is not None and namespace not in token.namespaces:
+            raise _forbidden(token, labels[i], i, "namespace", namespace, token.namespaces)
+    return out
+
+
+def _forbidden(token: Token, label: str, i: int, column: str, value: Any, allowed: frozenset[str]) -> HttpError:
+    return HttpError(403, "forbidden", f"{label}: token {token.name!r} may not write {column} {value!r} "
+                     f"(allowed: {', '.join(sorted(allowed))})", index=i, field=column)
+
+
+def sources(rows: list[Any]) -> dict[str | None, int]:
+    """Events per `source` (for rate limits); records that are not objects count under None."""
+    out: dict[str | None, int] = {}
+    for row in rows:
+        src = row.get("source") if isinstance(row, Mapping) else None
+        key = src if isinstance(src, str) else None
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def rpc(rows: list[Any], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """`/v1/rpc`: `{"method", "ts"?, "duration_ms"?, "status"?, "request"?, "response"?, "id"?, "source"?, ...}` → event records."""
     out: list[dict[str, Any]] = []
     for row, label in zip(rows, labels, strict=True):
         if not isinstance(row, Mapping):
@@ -73,25 +106,7 @@ def rpc(rows: list[Any], labels: Sequence[str], token: Token | None) -> pa.Table
         event["type"] = "rpc"
         event["payload"] = {k: v for k, v in row.items() if k not in _EVENT_KEYS}
         out.append(event)
-    return events(out, labels, token)
-
-
-def check_allowed(table: pa.Table, labels: Sequence[str], token: Token | None) -> None:
-    """403 naming the first record whose `source` or `namespace` the token may not write."""
-    if token is None:
-        return
-    for column, allowed in (("source", token.sources), ("namespace", token.namespaces)):
-        if allowed is None:
-            continue
-        col = table.column(column)
-        ok = pc.fill_null(pc.is_in(col, value_set=pa.array(sorted(allowed), pa.string())), False)
-        if column == "namespace":  # no namespace is fine; no source is not, when sources are limited
-            ok = pc.or_(ok, pc.is_null(col))
-        if not pc.all(ok).as_py():
-            i = pc.index(ok, False).as_py()
-            value = col[i].as_py()
-            raise HttpError(403, "forbidden", f"{labels[i]}: token {token.name!r} may not write {column} {value!r} "
-                            f"(allowed: {', '.join(sorted(allowed))})", index=i, field=column)
+    return out
 
 
 class CollectionShapes:
@@ -186,4 +201,4 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-__all__ = ["CollectionShapes", "cdc", "check_allowed", "events", "rpc", "webhook"]
+__all__ = ["CollectionShapes", "cdc", "events", "precheck", "rpc", "sources", "webhook"]
