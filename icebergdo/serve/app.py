@@ -7,9 +7,10 @@ and ingest tokens are separate scopes: a token needs `scopes = ["ingest"]` here.
 Every ingest request goes through the same steps, cheapest refusal first, and writes nothing
 unless all of them pass:
 
-    auth (401/403) → ready? (503) → body within the limit (413), decoded (400/415)
-    → idempotency key seen? (the first answer again) → records validated (422, naming the record)
-    → source rate limit (429) → durable in the WAL (429/503 when the writer is full or down) → 202
+    auth (401) → ready? (503) → body within the limit (413), decoded and parsed (400/415)
+    → idempotency key seen? (the first answer again) → token's sources/namespaces (403)
+    → source rate limit (429) → validated, with the other requests of its group (422, naming the
+    record) and durable in the WAL (429/503 when the writer is full or down) → 202
 
 A 202 means the events are in the fsynced write-ahead log (`icebergdo.serve.ingest`); they are
 committed to Iceberg at the writer's next flush (`max_age`, `max_rows`, `max_bytes`).
