@@ -122,11 +122,11 @@ class Ingestor:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._queue:
+            if not self._queue:  # the only wait: producers and close() set the event after changing the state
                 if self._closing:
                     return
+                await self._wake.wait()
+                self._wake.clear()
                 continue
             await self._slots.acquire()
             items, self._queue = self._queue, []

@@ -457,7 +457,7 @@ def test_backpressure_answers_429_then_recovers(config: Config, tmp_path: Path) 
         with httpx.Client(base_url=server.url, timeout=60) as c:
             deadline = time.monotonic() + 60
             i = 0
-            while (refused == 0 or len(accepted) < 20) and time.monotonic() < deadline:
+            while (refused == 0 or len(accepted) < 5) and time.monotonic() < deadline:
                 batch = [ev("bp", i * 300 + j, id=f"bp-{i}-{j}") for j in range(300)]
                 r = c.post("/v1/events", json=batch)
                 if r.status_code == 202:
@@ -469,6 +469,8 @@ def test_backpressure_answers_429_then_recovers(config: Config, tmp_path: Path) 
                 i += 1
             assert refused > 0, "the pending bound was never reached"
             assert all(int(v) >= 1 for v in retry_after)
+            # a WebSocket client is paused instead of refused, and resumed once there is room
+            frames = asyncio.run(_ws_through_backpressure(server, c))
             # recovery: once the writer catches up, the same client is accepted again
             wait_for(lambda: c.post("/v1/events", json=[ev("bp-after", 0)]).status_code == 202, what="recovery")
         assert server.stop() == 0
@@ -476,6 +478,24 @@ def test_backpressure_answers_429_then_recovers(config: Config, tmp_path: Path) 
         server.stop(signal.SIGKILL)
     assert count(lh, "source = 'bp'") == 300 * len(accepted)
     assert count(lh, "source = 'bp-after'") >= 1
+    assert count(lh, "source = 'bp-ws'") == 300 * 6
+    kinds = [f["type"] for f in frames]
+    assert "pause" in kinds and kinds.index("pause") < kinds.index("resume"), kinds
+    assert frames[-1] == {"type": "ack", "seq": 6, "accepted": 1800}
+
+
+async def _ws_through_backpressure(server: Server, http: httpx.Client) -> list[dict[str, Any]]:
+    """Keep the writer full with HTTP batches while a WebSocket client sends 6 frames of 300 events."""
+    got: list[dict[str, Any]] = []
+    async with ws_connect(server.url.replace("http", "ws") + "/v1/ws", max_size=None) as ws:
+        filler = asyncio.create_task(asyncio.to_thread(
+            lambda: [http.post("/v1/events", json=[ev("bp-fill", j) for j in range(300)]) for _ in range(15)]))
+        for k in range(6):
+            await ws.send(json.dumps([ev("bp-ws", k * 300 + j, id=f"bp-ws-{k}-{j}") for j in range(300)]))
+        while not got or got[-1].get("type") != "ack" or got[-1]["seq"] < 6:
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+        await filler
+    return got
     total, distinct = lh.query("SELECT count(*) AS t, count(DISTINCT id) AS d FROM events WHERE source = 'bp'").to_pylist()[0].values()
     assert total == distinct
 
@@ -483,7 +503,7 @@ def test_backpressure_answers_429_then_recovers(config: Config, tmp_path: Path) 
 def test_sigterm_commits_everything_from_two_servers(config: Config, tmp_path: Path) -> None:
     """Two serve processes on one catalog and warehouse, each with its own WAL; nothing commits before SIGTERM."""
     lh = Lakehouse.open(config)
-    settings = {"auth": False, "max_age": 600, "maintenance": {"enabled": True, "every": "1s"}}
+    settings = {"auth": False, "max_age": 600, "maintenance": {"enabled": True, "every": "2s"}}
     a = start(config, tmp_path, settings, wal="wal-a")
     b = start(config, tmp_path, settings, wal="wal-b")
     try:

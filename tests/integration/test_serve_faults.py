@@ -21,7 +21,7 @@ from tests import servers
 from tests.integration.test_serve import Server, count, ev, start, wait_for
 
 KILLS = 4
-THREADS = 4
+THREADS = 3
 
 
 def _load(server: Server, tag: str, acked: list[str], stop: threading.Event) -> None:
@@ -52,7 +52,7 @@ def test_sigkill_four_times_under_load_loses_and_duplicates_nothing(config: Conf
         try:
             for t in threads:
                 t.start()
-            time.sleep(rng.uniform(0.8, 2.0))  # lands in requests, fsyncs, seals or commits
+            time.sleep(rng.uniform(0.5, 1.5))  # lands in requests, fsyncs, seals or commits
         finally:
             server.proc.send_signal(signal.SIGKILL)
             server.proc.wait(30)
