@@ -63,17 +63,15 @@ class _WriterCollector(Collector):
 
 
 def _folder_bytes(folder: Path) -> int:
+    """Bytes of WAL segments under `folder` (any depth: a writer may keep per-writer subfolders)."""
     total = 0
-    try:
-        with os.scandir(folder) as it:
-            for entry in it:
-                if entry.name.endswith(".arrow"):
-                    try:
-                        total += entry.stat().st_size
-                    except FileNotFoundError:
-                        pass
-    except FileNotFoundError:
-        return 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if name.endswith(".arrow"):
+                try:
+                    total += os.stat(os.path.join(root, name)).st_size
+                except FileNotFoundError:
+                    pass  # committed and deleted meanwhile
     return total
 
 

@@ -532,5 +532,5 @@ def test_sigterm_commits_everything_from_two_servers(config: Config, tmp_path: P
     assert "stopped; 500 event(s) committed" in a.log_text() and "stopped; 500 event(s) committed" in b.log_text()
     rows = lh.query("SELECT count(*) AS t, count(DISTINCT id) AS d FROM events WHERE source = 'term'").to_pylist()[0]
     assert rows == {"t": 1000, "d": 1000}
-    assert not list((tmp_path / "wal-a").glob("*.arrow")) and not list((tmp_path / "wal-b").glob("*.arrow"))
+    assert not list((tmp_path / "wal-a").rglob("*.arrow")) and not list((tmp_path / "wal-b").rglob("*.arrow"))
     assert "maintenance round" in a.log_text() + b.log_text()  # in-process maintenance ran on its schedule

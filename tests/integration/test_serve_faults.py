@@ -69,7 +69,7 @@ def test_sigkill_four_times_under_load_loses_and_duplicates_nothing(config: Conf
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
     # present but never acknowledged: at most the requests in flight at each kill (20 events each)
     assert len(set(rows) - set(acked)) <= KILLS * THREADS * 20
-    assert not list((tmp_path / "wal").glob("*.arrow")), "WAL segments left after the clean stop"
+    assert not list((tmp_path / "wal").rglob("*.arrow")), "WAL segments left after the clean stop"
 
 
 def _post(server: Server, source: str, n: int) -> httpx.Response:

@@ -151,3 +151,28 @@ def test_rate_limiter_refuses_with_retry_after_and_refills() -> None:
     limiter.take("slow", 500)  # bigger than a second's worth: allowed on a full bucket, leaves a debt
     with pytest.raises(HttpError):
         limiter.take("slow", 1)
+
+
+def test_new_token_prints_a_config_entry_that_authenticates(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+
+    from icebergdo.cli import main
+
+    assert main(["serve", "--new-token", "shop-backend", "--sources", "shop, billing", "--namespaces", "shop"]) == 0
+    out = capsys.readouterr().out
+    token = out.split("keep it out of files): ", 1)[1].split("\n", 1)[0].strip()
+    entry = tomllib.loads(out.split("only the hash is stored):\n", 1)[1])
+    assert token not in out.split("only the hash is stored):", 1)[1]  # the entry holds the hash only
+    settings = Settings.from_section(entry["serve"])
+    found = settings.token_for(token, "ingest")
+    assert found is not None and found.name == "shop-backend"
+    assert found.sources == {"shop", "billing"} and found.namespaces == {"shop"}
+    assert settings.token_for(token + "x", "ingest") is None
+
+
+def test_no_auth_is_refused_off_loopback(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from icebergdo.cli import main
+
+    assert main(["--home", str(tmp_path / "lh"), "serve", "--no-auth", "--host", "0.0.0.0"]) == 2
+    assert "only on a loopback address" in capsys.readouterr().err
+    assert not (tmp_path / "lh").exists()  # refused before anything was opened
