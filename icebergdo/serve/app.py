@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from icebergdo.lakehouse import Lakehouse
 from icebergdo.serve import bodies, records
 from icebergdo.serve.health import Readiness
 from icebergdo.serve.http import HttpError, retry_after_header
@@ -45,7 +46,6 @@ from icebergdo.serve.openapi import document
 from icebergdo.serve.settings import Settings, Token
 from icebergdo.serve.signatures import SignatureError, verify
 from icebergdo.serve.upkeep import Upkeep
-from icebergdo.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ _WWW_AUTH = {"WWW-Authenticate": 'Bearer realm="icebergdo"'}
 class Service:
     """What the routes share: the writer (through `Ingestor`), readiness, limits, metrics, maintenance."""
 
-    def __init__(self, lh: Tables, settings: Settings) -> None:
+    def __init__(self, lh: Lakehouse, settings: Settings) -> None:
         self.lh = lh
         self.settings = settings
         self.wal_dir = settings.wal_folder(lh.config)
@@ -74,7 +74,7 @@ class Service:
         self.upkeep = Upkeep(lh.config, settings.maintenance_every) if settings.maintenance else None
         self.startup_error: BaseException | None = None
         self.close_error: BaseException | None = None
-        self.metrics.watch_writer(self.ingestor.stats, self.wal_dir, self.readiness.status)
+        self.metrics.watch_writer(self.ingestor.stats, self.wal_dir, self.readiness.status, lambda: self.ingestor.groups)
         lh.on_commit(self.metrics.on_commit)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -411,7 +411,7 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(document(svc.settings))
 
 
-def mount_catalog(app: Starlette, lh: Tables, settings: Settings) -> None:
+def mount_catalog(app: Starlette, lh: Lakehouse, settings: Settings) -> None:
     """Mount point of the Iceberg REST catalog (`icebergdo.serve.rest`, built separately) at `/catalog`.
 
     Imported lazily: a build without the package serves ingest only and says so in the log.
@@ -428,7 +428,7 @@ def mount_catalog(app: Starlette, lh: Tables, settings: Settings) -> None:
     app.mount("/catalog", rest.rest_catalog_app(lh, settings))
 
 
-def create_app(lh: Tables, settings: Settings | None = None) -> Starlette:
+def create_app(lh: Lakehouse, settings: Settings | None = None) -> Starlette:
     """The service as an ASGI app. The writer is opened at startup (lifespan) and closed — flushed and
     committed — at shutdown."""
     settings = settings or Settings.from_config(lh.config)

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,11 @@ import pyarrow as pa
 
 from icebergdo import layout
 from icebergdo.errors import BackpressureError, BadInputError, IcebergdoError, StorageError
+from icebergdo.lakehouse import Lakehouse
 from icebergdo.schema import events_from_rows
 from icebergdo.serve.bodies import invalid
 from icebergdo.serve.http import HttpError
 from icebergdo.serve.settings import Settings
-from icebergdo.tables import Tables
 from icebergdo.writer import Writer, WriterStats
 
 log = logging.getLogger(__name__)
@@ -55,22 +55,15 @@ class _Item:
     error: HttpError | None = None
 
 
-@dataclass
-class IngestCounters:
-    groups: int = 0
-    events: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
-
-
 class Ingestor:
     """Owns the writer (opened on `start`, closed on `close`); `submit` returns once the events are durable."""
 
-    def __init__(self, tables: Tables, settings: Settings, wal_dir: Path) -> None:
-        self.tables = tables
+    def __init__(self, lh: Lakehouse, settings: Settings, wal_dir: Path) -> None:
+        self.lh = lh
         self.settings = settings
         self.wal_dir = wal_dir
         self.writer: Writer | None = None
-        self.counters = IngestCounters()
+        self.groups = 0  # groups written (each one `extend`, one WAL fsync)
         self._queue: list[_Item] = []
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(IN_FLIGHT_GROUPS)
@@ -82,8 +75,8 @@ class Ingestor:
     def open_writer(self) -> Writer:
         """Open the durable writer (replays what a previous run left in the WAL). Blocking: call from a thread."""
         s = self.settings
-        self.writer = Writer(
-            self.tables, layout.EVENTS_TABLE, wal_dir=self.wal_dir, durable=True,
+        self.writer = self.lh.writer(
+            layout.EVENTS_TABLE, wal_dir=self.wal_dir, durable=True,
             max_rows=s.max_rows, max_bytes=s.max_bytes, max_age=s.max_age,
             max_pending_rows=s.max_pending_rows, max_pending_bytes=s.max_pending_bytes,
             block_timeout=s.block_timeout, close_timeout=s.shutdown_timeout,
@@ -175,13 +168,11 @@ class Ingestor:
             n = await asyncio.get_running_loop().run_in_executor(self._executor, self._validate_and_extend, items)
         except BaseException as e:  # noqa: BLE001 - every request of the group gets the same answer
             err = self._http_error(e)
-            self.counters.refused[err.code] = self.counters.refused.get(err.code, 0) + len(items)
             for it in items:
                 if not it.done.done():
                     it.done.set_exception(it.error or err)
         else:
-            self.counters.groups += 1
-            self.counters.events += n
+            self.groups += 1 if n else 0
             for it in items:
                 if it.done.done():
                     continue

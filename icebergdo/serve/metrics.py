@@ -30,8 +30,8 @@ COMMIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 
 
 
 class _WriterCollector(Collector):
-    def __init__(self, stats: Callable[[], WriterStats | None], wal_dir: Path, status: Callable[[], Status]) -> None:
-        self.stats, self.wal_dir, self.status = stats, wal_dir, status
+    def __init__(self, stats: Callable[[], WriterStats | None], wal_dir: Path, status: Callable[[], Status], groups: Callable[[], int]) -> None:
+        self.stats, self.wal_dir, self.status, self.groups = stats, wal_dir, status, groups
 
     def collect(self) -> Iterator[Metric]:
         st = self.stats()
@@ -46,6 +46,7 @@ class _WriterCollector(Collector):
             ("icebergdo_serve_commit_retries", st.retries, "failed commit attempts (retried with backoff)"),
             ("icebergdo_serve_wal_syncs", st.wal_syncs, "fsyncs of the write-ahead log"),
             ("icebergdo_serve_replayed_batches", st.replayed_batches, "batches replayed from the WAL at start"),
+            ("icebergdo_serve_write_groups", self.groups(), "groups of requests validated and made durable together (one extend each)"),
         ):
             c = CounterMetricFamily(name, text)
             c.add_metric([], float(value))
@@ -92,8 +93,9 @@ class Metrics:
         self.idempotent_replays = Counter("icebergdo_serve_idempotent_replays", "requests answered from the idempotency memory",
                                           registry=r)
 
-    def watch_writer(self, stats: Callable[[], WriterStats | None], wal_dir: Path, status: Callable[[], Status]) -> None:
-        self.registry.register(_WriterCollector(stats, wal_dir, status))
+    def watch_writer(self, stats: Callable[[], WriterStats | None], wal_dir: Path, status: Callable[[], Status],
+                     groups: Callable[[], int]) -> None:
+        self.registry.register(_WriterCollector(stats, wal_dir, status, groups))
 
     def on_commit(self, table: object, batch: pa.Table, result: AppendResult) -> None:
         """Post-commit hook (`Tables.on_commit`): how long the batch's oldest event waited to be committed."""

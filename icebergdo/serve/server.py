@@ -16,15 +16,15 @@ import signal
 import sys
 
 from icebergdo.errors import IcebergdoError, StorageError
+from icebergdo.lakehouse import Lakehouse
 from icebergdo.redact import safe_message
 from icebergdo.serve.app import Service, create_app
 from icebergdo.serve.settings import Settings
-from icebergdo.tables import Tables
 
 log = logging.getLogger(__name__)
 
 
-def run(lh: Tables, settings: Settings) -> int:
+def run(lh: Lakehouse, settings: Settings) -> int:
     import uvicorn
 
     app = create_app(lh, settings)
