@@ -176,3 +176,30 @@ def test_no_auth_is_refused_off_loopback(tmp_path, capsys: pytest.CaptureFixture
     assert main(["--home", str(tmp_path / "lh"), "serve", "--no-auth", "--host", "0.0.0.0"]) == 2
     assert "only on a loopback address" in capsys.readouterr().err
     assert not (tmp_path / "lh").exists()  # refused before anything was opened
+
+
+def test_catalog_mount_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`[serve.catalog] enabled` mounts `icebergdo.serve.rest.rest_catalog_app(lh, settings)` at /catalog; off: nothing."""
+    import sys
+    import types
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from icebergdo.serve.app import mount_catalog
+
+    seen = []
+
+    def rest_catalog_app(lh: object, settings: Settings) -> Starlette:
+        seen.append((lh, settings))
+        return Starlette(routes=[Route("/v1/config", lambda request: PlainTextResponse("catalog"))])
+
+    monkeypatch.setitem(sys.modules, "icebergdo.serve.rest", types.SimpleNamespace(rest_catalog_app=rest_catalog_app))
+    off, on = Settings.from_section({}), Settings.from_section({"catalog": {"enabled": True}})
+    app = Starlette()
+    mount_catalog(app, "lh", off)
+    assert not app.routes and not seen
+    mount_catalog(app, "lh", on)
+    assert seen == [("lh", on)]
+    assert [r.path for r in app.routes if isinstance(r, Mount)] == ["/catalog"]
