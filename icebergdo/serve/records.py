@@ -140,12 +140,12 @@ class CollectionShapes:
 def cdc(namespace: str, name: str, rows: list[Any], labels: Sequence[str], token: Token | None, shapes: CollectionShapes) -> pa.Table:
     """`/v1/cdc/{namespace}/{collection}`: change records → `cdc.{op}` events (422 naming `changes[i]`)."""
     try:
-        layout.validate_name(namespace, "namespace")
+        layout.check_collection_namespace(namespace)
         layout.validate_name(name, "collection")
     except IcebergdoError as e:
         raise HttpError(404, "bad_collection", str(e)) from None
-    if namespace in layout.RESERVED_NAMESPACES or name.endswith(LOG_SUFFIX):
-        raise HttpError(404, "bad_collection", f"{namespace}/{name} cannot be a collection (reserved namespace or suffix)")
+    if name.endswith(LOG_SUFFIX):
+        raise HttpError(404, "bad_collection", f"{namespace}/{name} cannot be a collection (names ending in {LOG_SUFFIX} are change logs)")
     if token is not None and not token.allows_namespace(namespace):
         raise HttpError(403, "forbidden", f"token {token.name!r} may not write namespace {namespace!r}", field="namespace")
     key, known = shapes.get(namespace, name)

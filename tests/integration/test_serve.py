@@ -379,6 +379,7 @@ def test_rpc_records_and_cdc_changes(served: tuple[Server, Lakehouse]) -> None:
         r = c.post(f"/v1/cdc/shop/{coll}", json=[{"op": "insert", "id": "o3"}, {"op": "upsert", "id": "o4"}])
         assert r.status_code == 422 and r.json()["error"]["index"] == 1 and r.json()["error"]["field"] == "op"
         assert c.post("/v1/cdc/events/x", json={"op": "insert", "id": 1}).status_code == 404  # reserved namespace
+        assert c.post("/v1/cdc/Catalog/x", json={"op": "insert", "id": 1}).status_code == 404  # in any case
     wait_for(lambda: count(lh, "source = ? AND type = 'rpc'", [src]) == 2, what="the rpc events")
     rows = lh.query("SELECT payload FROM events WHERE source = ? ORDER BY ts DESC", [src]).to_pylist()
     first = json.loads(rows[0]["payload"])
