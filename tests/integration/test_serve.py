@@ -524,14 +524,35 @@ def test_sigterm_commits_everything_from_two_servers(config: Config, tmp_path: P
             t.join()
         assert sent == 1000
         assert count(lh, "source = 'term'") == 0  # max_age 600: all of it is still only in the WALs
+        ws_result: dict[str, Any] = {}
+        acked = threading.Event()
+        ws_thread = threading.Thread(target=lambda: asyncio.run(_ws_until_closed(a, acked, ws_result)))
+        ws_thread.start()
+        assert acked.wait(30), ws_result
         started = time.monotonic()
         assert a.stop() == 0 and b.stop() == 0
         assert time.monotonic() - started < 60
+        ws_thread.join(30)
+        assert ws_result["close_code"] == 1012  # "service restart": reconnect and resend what was not acked
     finally:
         a.stop(signal.SIGKILL)
         b.stop(signal.SIGKILL)
-    assert "stopped; 500 event(s) committed" in a.log_text() and "stopped; 500 event(s) committed" in b.log_text()
+    assert "stopped; 501 event(s) committed" in a.log_text() and "stopped; 500 event(s) committed" in b.log_text()
     rows = lh.query("SELECT count(*) AS t, count(DISTINCT id) AS d FROM events WHERE source = 'term'").to_pylist()[0]
     assert rows == {"t": 1000, "d": 1000}
+    assert count(lh, "source = 'term-ws'") == 1
     assert not list((tmp_path / "wal-a").rglob("*.arrow")) and not list((tmp_path / "wal-b").rglob("*.arrow"))
     assert "maintenance round" in a.log_text() + b.log_text()  # in-process maintenance ran on its schedule
+
+
+async def _ws_until_closed(server: Server, acked: threading.Event, result: dict[str, Any]) -> None:
+    """One acknowledged frame, then wait for the server to close the connection (it is being stopped)."""
+    async with ws_connect(server.url.replace("http", "ws") + "/v1/ws") as ws:
+        await ws.send(json.dumps(ev("term-ws", 0)))
+        result["ack"] = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        acked.set()
+        try:
+            await asyncio.wait_for(ws.recv(), 60)
+        except Exception:  # noqa: BLE001 - the close is what we wait for
+            pass
+        result["close_code"] = ws.close_code
