@@ -51,6 +51,11 @@ class _WriterCollector(Collector):
             c = CounterMetricFamily(name, text)
             c.add_metric([], float(value))
             yield c
+        rejected = getattr(st, "rejected_events", None)  # dead-lettered batches, where the writer has them
+        if rejected is not None:
+            c = CounterMetricFamily("icebergdo_serve_dead_letter_events", "acknowledged events the writer set aside as unfit to commit")
+            c.add_metric([], float(rejected))
+            yield c
         pending = GaugeMetricFamily("icebergdo_serve_events_pending", "events acknowledged (durable in the WAL) but not yet committed")
         pending.add_metric([], float(st.pending))
         yield pending
