@@ -45,7 +45,7 @@ IN_FLIGHT_GROUPS = 2
 
 
 @dataclass
-class _Item:
+class Pending:
     """One request's events: parsed records to validate (`rows`, `labels`) or an already validated `table`."""
 
     done: asyncio.Future[pa.Table]
@@ -53,6 +53,36 @@ class _Item:
     labels: Sequence[str] = ()
     table: pa.Table | None = None
     error: HttpError | None = None
+
+
+def validate_group(items: list[Pending]) -> pa.Table | None:
+    """Every item's table (validating the records of the whole group at once); the group to write, or None.
+
+    Runs in a worker thread. Items whose records do not validate get `error` and are left out.
+    """
+    pending = [it for it in items if it.rows is not None]
+    if pending:
+        rows = [r for it in pending for r in it.rows or ()]
+        labels = [label for it in pending for label in it.labels]
+        try:
+            table = events_from_rows(rows, labels=labels)
+            offset = 0
+            for it in pending:
+                n = len(it.rows or ())
+                it.table = table.slice(offset, n)
+                offset += n
+        except BadInputError:
+            for it in pending:  # someone's record is bad: validate each request alone to tell whose
+                try:
+                    it.table = events_from_rows(it.rows or [], labels=it.labels)
+                except BadInputError as e:
+                    it.error = invalid(str(e))
+    tables = [it.table for it in items if it.table is not None and it.table.num_rows]
+    if not tables:
+        return None
+    # One contiguous record batch per group: the WAL writes (and zstd-compresses) each chunk as its own
+    # IPC record batch, and the commit converts each chunk separately, so 100 one-event chunks cost ~100x.
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
 
 class Ingestor:
@@ -64,7 +94,7 @@ class Ingestor:
         self.wal_dir = wal_dir
         self.writer: Writer | None = None
         self.groups = 0  # groups written (each one `extend`, one WAL fsync)
-        self._queue: list[_Item] = []
+        self._queue: list[Pending] = []
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(IN_FLIGHT_GROUPS)
         self._executor = ThreadPoolExecutor(max_workers=IN_FLIGHT_GROUPS + 1, thread_name_prefix="icebergdo-serve-extend")
@@ -96,11 +126,11 @@ class Ingestor:
 
     async def submit(self, table: pa.Table) -> pa.Table:
         """Queue validated events; returns when they are durable, or raises `HttpError` (429/503)."""
-        return await self._enqueue(_Item(self._future(), table=table))
+        return await self._enqueue(Pending(self._future(), table=table))
 
     async def submit_rows(self, rows: list[Any], labels: Sequence[str]) -> pa.Table:
         """Queue parsed records; returns their validated table once durable, or raises `HttpError` (422/429/503)."""
-        return await self._enqueue(_Item(self._future(), rows=rows, labels=labels))
+        return await self._enqueue(Pending(self._future(), rows=rows, labels=labels))
 
     def _future(self) -> asyncio.Future[pa.Table]:
         if not self.accepting:
@@ -108,7 +138,7 @@ class Ingestor:
                             retry_after=self.settings.probe_interval)
         return asyncio.get_running_loop().create_future()
 
-    async def _enqueue(self, item: _Item) -> pa.Table:
+    async def _enqueue(self, item: Pending) -> pa.Table:
         self._queue.append(item)
         self._wake.set()
         return await item.done
@@ -127,43 +157,14 @@ class Ingestor:
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    def _validate(self, items: list[_Item]) -> pa.Table | None:
-        """Every item's table (validating the records of the whole group at once); the group to write, or None.
-
-        Runs in a worker thread. Items whose records do not validate get `error` and are left out.
-        """
-        pending = [it for it in items if it.rows is not None]
-        if pending:
-            rows = [r for it in pending for r in it.rows or ()]
-            labels = [label for it in pending for label in it.labels]
-            try:
-                table = events_from_rows(rows, labels=labels)
-                offset = 0
-                for it in pending:
-                    n = len(it.rows or ())
-                    it.table = table.slice(offset, n)
-                    offset += n
-            except BadInputError:
-                for it in pending:  # someone's record is bad: validate each request alone to tell whose
-                    try:
-                        it.table = events_from_rows(it.rows or [], labels=it.labels)
-                    except BadInputError as e:
-                        it.error = invalid(str(e))
-        tables = [it.table for it in items if it.table is not None and it.table.num_rows]
-        if not tables:
-            return None
-        # One contiguous record batch per group: the WAL writes (and zstd-compresses) each chunk as its own
-        # IPC record batch, and the commit converts each chunk separately, so 100 one-event chunks cost ~100x.
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
-
-    def _validate_and_extend(self, items: list[_Item]) -> int:
-        group = self._validate(items)
+    def _validate_and_extend(self, items: list[Pending]) -> int:
+        group = validate_group(items)
         if group is None:
             return 0
         assert self.writer is not None
         return self.writer.extend(group)
 
-    async def _extend(self, items: list[_Item]) -> None:
+    async def _extend(self, items: list[Pending]) -> None:
         try:
             n = await asyncio.get_running_loop().run_in_executor(self._executor, self._validate_and_extend, items)
         except BaseException as e:  # noqa: BLE001 - every request of the group gets the same answer

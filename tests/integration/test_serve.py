@@ -228,10 +228,23 @@ def test_a_bad_event_in_a_batch_writes_nothing(served: tuple[Server, Lakehouse])
         assert r.status_code == 400 and "line 4" in r.json()["error"]["message"]
         assert c.post("/v1/events", content=b"[{", headers=JSON).status_code == 400
         assert c.post("/v1/rpc", json=[{"method": "a"}, {"duration_ms": 3}]).json()["error"]["index"] == 1
+        # concurrent requests are validated as one group: the bad one is refused alone, the others are written
+        def post(i: int) -> int:
+            body = {"ts": "later", "type": "x", "source": src} if i == 5 else ev(src + "-ok", i, id=f"{src}-ok-{i}")
+            return httpx.post(server.url + "/v1/events", json=body, headers=auth(), timeout=30).status_code
+
+        codes: dict[int, int] = {}
+        threads = [threading.Thread(target=lambda i=i: codes.__setitem__(i, post(i))) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == {i: 422 if i == 5 else 202 for i in range(12)}
         # a marker after the refusals: once it is committed, anything refused before would be too
         assert c.post("/v1/events", json=ev(src + "-marker", 0)).status_code == 202
     wait_for(lambda: count(lh, "source = ?", [src + "-marker"]) == 1, what="the marker")
     assert count(lh, "source = ?", [src]) == 0
+    assert count(lh, "source = ?", [src + "-ok"]) == 11
 
 
 def test_auth_failures_and_token_limits(served: tuple[Server, Lakehouse]) -> None:

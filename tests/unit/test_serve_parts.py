@@ -203,3 +203,28 @@ def test_catalog_mount_point(monkeypatch: pytest.MonkeyPatch) -> None:
     mount_catalog(app, "lh", on)
     assert seen == [("lh", on)]
     assert [r.path for r in app.routes if isinstance(r, Mount)] == ["/catalog"]
+
+
+def test_group_validation_refuses_only_the_bad_request() -> None:
+    """Requests validated as one group: a bad record fails only its own request, naming it; the rest is written."""
+    from icebergdo.serve.ingest import Pending, validate_group
+
+    loop = asyncio.new_event_loop()
+    try:
+        def item(rows: list, label: str = "events") -> Pending:
+            return Pending(loop.create_future(), rows=rows, labels=[f"{label}[{i}]" for i in range(len(rows))])
+
+        good = [item([{"ts": 1000 * i, "type": "a", "id": f"g{i}"}]) for i in range(3)]
+        bad = item([{"ts": 1, "type": "a"}, {"ts": "soon", "type": "a"}])
+        group = validate_group([good[0], bad, good[1], good[2]])
+        assert group is not None and group.column("id").to_pylist() == ["g0", "g1", "g2"]
+        assert group.column("id").num_chunks == 1  # one record batch for the WAL
+        assert bad.table is None and bad.error is not None
+        assert (bad.error.status, bad.error.index, bad.error.field) == (422, 1, "ts")
+        assert [it.table.column("id").to_pylist() for it in good] == [["g0"], ["g1"], ["g2"]]
+        fine = [item([{"ts": 1, "type": "a", "id": "x"}]), item([{"ts": 2, "type": "b", "id": "y"}, {"ts": 3, "type": "c", "id": "z"}])]
+        group = validate_group(fine)  # the common case: one validation for the whole group
+        assert group.num_rows == 3 and fine[1].table.column("id").to_pylist() == ["y", "z"]
+        assert validate_group([bad]) is None
+    finally:
+        loop.close()
