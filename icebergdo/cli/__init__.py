@@ -43,10 +43,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cdc": ("icebergdo.cli.cdc", "CDC collections: change log + current state as Iceberg tables (apply, snapshot, show, changes, repair)"),
     "dev": ("icebergdo.cli.dev", "development helpers (local S3 server)"),
     "doctor": ("icebergdo.cli.doctor", "check the config: catalog connection, S3 endpoint, keys, bucket, permissions, clock skew"),
+    "serve": ("icebergdo.cli.serve", "run the ingest service: events, webhooks, RPC, CDC and WebSocket streams over HTTP"),
 }
 COMMAND_MODULES = list(dict.fromkeys(module for module, _help in COMMANDS.values()))
 # Commands that may create a lakehouse (or only look at the config): the others refuse a missing one.
-CREATES_LAKEHOUSE = frozenset({"init", "demo", "doctor"})
+CREATES_LAKEHOUSE = frozenset({"init", "demo", "doctor", "serve"})
 _GLOBAL_WITH_VALUE = ("--home", "--config")
 
 
