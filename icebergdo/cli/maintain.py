@@ -103,12 +103,6 @@ def _print_reports(reports: list[Any], title: str) -> None:
 
 def cmd_maintain(args: argparse.Namespace, ctx: Any) -> int:
     steps = [s for s in STEP_FLAGS if getattr(args, s)]
-    if args.engine == "spark":
-        from icebergdo.engines import spark  # heavy (JVM): only when asked for
-
-        results = spark.maintain(ctx.lh, args.tables, set(steps or ["compact", "expire", "orphans", "manifests"]), args.dry_run)
-        print(json.dumps(results, indent=2, default=str))
-        return 0
     from icebergdo.maintenance import maintain, plan, run_every
     from icebergdo.maintenance.common import parse_duration
 
@@ -123,7 +117,7 @@ def cmd_maintain(args: argparse.Namespace, ctx: Any) -> int:
             _print_reports(reports, f"round finished {datetime.now(UTC).isoformat(timespec='seconds')}")
             sys.stdout.flush()
 
-        run_every(lh, interval, args.tables, steps or None, options=opts, on_round=on_round)
+        run_every(lh, interval, args.tables, steps or None, options=opts, on_round=on_round, engine=args.engine)
         return 0
     planned = plan(lh, args.tables, steps or None, options=opts, progress=None)
     if not args.json:
@@ -135,7 +129,7 @@ def cmd_maintain(args: argparse.Namespace, ctx: Any) -> int:
             print(json.dumps([r.to_dict() for r in planned], indent=2, default=str))
         return 0
     started = time.monotonic()
-    done = maintain(lh, args.tables, steps or None, options=opts)
+    done = maintain(lh, args.tables, steps or None, options=opts, engine=args.engine)
     if args.json:
         print(json.dumps([r.to_dict() for r in done], indent=2, default=str))
     else:
