@@ -124,7 +124,6 @@ class SparkEngine:
                 # Every file of an old partition counts as small, and 2 of them make a group.
                 whole = {**options, "min-input-files": "2", "min-file-size-bytes": str(2**62)}
                 passes.append(self._call("rewrite_data_files", catalog, table=sp.table_literal(ctx.name), where=sp.text_literal(rollup), options=sp.map_literal(whole)))
-        ctx.progress(f"{ctx.name}: compact (spark rewrite_data_files)")
         passes.append(self._call("rewrite_data_files", catalog, table=sp.table_literal(ctx.name), options=sp.map_literal(options)))
         report.files_in = sum(int(p.get("rewritten_data_files_count") or 0) for p in passes)
         report.bytes_in = sum(int(p.get("rewritten_bytes_count") or 0) for p in passes)
@@ -145,7 +144,6 @@ class SparkEngine:
         return f"`{column}` < {sp.timestamp_literal(cutoff)}"
 
     def _manifests(self, ctx: TableContext) -> StepReport:
-        ctx.progress(f"{ctx.name}: manifests (spark rewrite_manifests)")
         row = self._call("rewrite_manifests", table=sp.table_literal(ctx.name))
         report = StepReport(ctx.name, "manifests", False, details=row)
         report.files_in = int(row.get("rewritten_manifests_count") or 0)
@@ -160,7 +158,6 @@ class SparkEngine:
             args["older_than"] = sp.timestamp_literal(cutoff)
         if o.retain_last is not None:
             args["retain_last"] = str(int(o.retain_last))
-        ctx.progress(f"{ctx.name}: expire (spark expire_snapshots)")
         row = self._call("expire_snapshots", **args)
         report = StepReport(ctx.name, "expire", False, details=row)
         report.files_in = sum(int(row.get(k) or 0) for k in EXPIRE_COUNTS)

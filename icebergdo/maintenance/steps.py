@@ -3,7 +3,7 @@
 Each function takes a `TableContext` (one table, this run's options and shared state) and
 `dry_run`; with `dry_run=True` it is the planner of that job: what it would rewrite or delete,
 changing nothing. The driver's `plan()` and both engines' dry runs are these planners, so a plan
-reads the same whichever engine will run it. (`health` builds its "due / not due" answer on them.)
+reads the same whichever engine will run it (and a "due / not due" health planner can call them one by one).
 """
 
 from __future__ import annotations
