@@ -26,7 +26,7 @@ from typing import Any
 from icebergdo.engines import spark as sp
 from icebergdo.errors import IcebergdoError, UnsafePrefixError
 from icebergdo.maintenance import steps
-from icebergdo.maintenance.common import StepReport, table_prefixes
+from icebergdo.maintenance.common import StepReport, table_prefixes, target_file_size
 from icebergdo.maintenance.compact import COMPACT_PREFIX
 from icebergdo.maintenance.orphans import check_prefixes, foreign_prefixes
 from icebergdo.maintenance.retention import aligned_cutoff, time_field
@@ -121,8 +121,9 @@ class SparkEngine:
             if rollup is None:
                 report.notes.append("rollup_after: not a time-partitioned table")
             else:
-                # Every file of an old partition counts as small, and 2 of them make a group.
-                whole = {**options, "min-input-files": "2", "min-file-size-bytes": str(2**62)}
+                # Every file of an old partition below the target counts as small, and 2 of them make a group.
+                target = o.target_file_size or target_file_size(ctx.table())
+                whole = {**options, "min-input-files": "2", "min-file-size-bytes": str(max(1, int(target) - 1))}
                 passes.append(self._call("rewrite_data_files", catalog, table=sp.table_literal(ctx.name), where=sp.text_literal(rollup), options=sp.map_literal(whole)))
         passes.append(self._call("rewrite_data_files", catalog, table=sp.table_literal(ctx.name), options=sp.map_literal(options)))
         report.files_in = sum(int(p.get("rewritten_data_files_count") or 0) for p in passes)

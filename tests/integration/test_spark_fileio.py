@@ -57,8 +57,8 @@ class FaultProxy:
                         proxy.faults -= 1
                         proxy.served_503 += 1
                 if fault:
+                    proxy.record(self.command, self.path, 503)  # before answering: the client moves on at once
                     self._answer(503, {"Content-Type": "application/xml", "Retry-After": "0"}, SLOW_DOWN)
-                    proxy.record(self.command, self.path, 503)
                     return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
@@ -68,8 +68,10 @@ class FaultProxy:
                     data = resp.read()
                     out = {k: v for k, v in resp.getheaders() if k.lower() not in ("connection", "transfer-encoding", "content-length")}
                     length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
-                    self._answer(resp.status, {**out, "Content-Length": length or "0"}, b"" if self.command == "HEAD" else data)
                     proxy.record(self.command, self.path, resp.status)
+                    self._answer(resp.status, {**out, "Content-Length": length or "0"}, b"" if self.command == "HEAD" else data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client closed a stream it had read enough of (a seek)
                 finally:
                     conn.close()
 

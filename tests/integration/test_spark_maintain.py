@@ -50,9 +50,9 @@ def _toml(config: Config, path: Path, extra: str = "") -> Path:
 def _cli(cfg: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:
     """`maintain --engine spark ... --json` → the StepReport dicts it printed."""
     rc = cli_main(["--config", str(cfg), "maintain", "--engine", "spark", "--table", "events.raw", "--json", *args])
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    return json.loads(out)
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return json.loads(captured.out)
 
 
 def _count(lh: Lakehouse, table: str = "events") -> int:
@@ -85,11 +85,13 @@ def test_cli_options_reach_the_procedures(lh: Lakehouse, tmp_path: Path, capsys:
     # --target-file-size: with the target at the files' own size none is "small" (Iceberg: < 75 % of it).
     (r,) = _cli(cfg, capsys, "--compact", "--min-input-files", "2", "--target-file-size", str(median))
     assert (r["step"], r["files_in"], r["details"]["rewritten_data_files_count"]) == ("compact", 0, 0)
-    # --min-input-files: 6 small files per hour; 7 are asked for → nothing, 6 → both hours rewritten.
+    # --min-input-files: 6 small files per hour; with 7 asked for nothing is rewritten (Iceberg's default 5 would).
     (r,) = _cli(cfg, capsys, "--compact", "--min-input-files", "7")
     assert r["files_in"] == 0 and len(_files(lh)) == 12
-    (r,) = _cli(cfg, capsys, "--compact", "--min-input-files", "6")
+    # --rollup-after: hours older than a day are merged whole, whatever --min-input-files says.
+    (r,) = _cli(cfg, capsys, "--compact", "--min-input-files", "7", "--rollup-after", "1d")
     assert (r["files_in"], r["files_out"]) == (12, 2) and len(_files(lh)) == 2 and r["bytes_out"] > 0
+    assert r["details"]["rollup_where"].startswith("`ts` < TIMESTAMP")
     assert _count(lh) == rows
 
     # --older-than / --retain-last: 7 snapshots, all younger than a day.
