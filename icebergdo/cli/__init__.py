@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "maintain": ("icebergdo.cli.maintain", "table maintenance: retention, compaction, manifest rewrite, snapshot expiry, orphan removal"),
     "health": ("icebergdo.cli.maintain", "per table: what maintenance is due and why, files, small files, manifests, unreferenced bytes"),
     "spark-sql": ("icebergdo.cli.spark", "run SQL with Apache Spark over the same catalog and warehouse (needs icebergdo[spark] and Java)"),
+    "spark": ("icebergdo.cli.spark", "Spark helpers: `spark conf` prints the settings for your own Spark (docs/spark.md)"),
     "cdc": ("icebergdo.cli.cdc", "CDC collections: change log + current state as Iceberg tables (apply, snapshot, show, changes, repair)"),
     "dev": ("icebergdo.cli.dev", "development helpers (local S3 server)"),
     "doctor": ("icebergdo.cli.doctor", "check the config: catalog connection, S3 endpoint, keys, bucket, permissions, clock skew"),

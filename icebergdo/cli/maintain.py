@@ -7,7 +7,6 @@ earlier jobs free for expiry), so `health` never calls a table due that `maintai
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -154,12 +153,6 @@ def _locked(reports: list[Any]) -> list[str]:
 
 def cmd_maintain(a: argparse.Namespace, ctx: Any) -> int:
     steps = [s for s in STEP_FLAGS if getattr(a, s)]
-    if a.engine == "spark":
-        from icebergdo.engines import spark  # heavy (JVM): only when asked for
-
-        results = spark.maintain(ctx.lh, a.tables, set(steps or ["compact", "expire", "orphans", "manifests"]), a.dry_run)
-        print(json.dumps(results, indent=2, default=str))
-        return 0
     from icebergdo.maintenance import maintain
     from icebergdo.maintenance.health import plan
 
@@ -183,7 +176,7 @@ def cmd_maintain(a: argparse.Namespace, ctx: Any) -> int:
             return planned
         started = time.monotonic()
         with MaintainProgress(planned, bar=bar) as progress:
-            done = maintain(lh, a.tables, steps or None, options=opts, progress=progress)
+            done = maintain(lh, a.tables, steps or None, options=opts, progress=progress, engine=a.engine)
         if not a.quiet and not bar:
             for name in dict.fromkeys(r.table for r in done):
                 log_line(table_summary(name, [r for r in done if r.table == name]))

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from icebergdo.units import format_duration, format_size
 
-_STEP = re.compile(r"^(?P<table>\S+): (?P<step>retention|compact|manifests|expire|orphans)(?: \(dry run\))?$")
+_STEP = re.compile(r"^(?P<table>\S+): (?P<step>retention|compact|manifests|expire|orphans)(?: \([^)]*\))?$")  # "(dry run)", "(spark)"
 _GROUP = re.compile(r"^(?P<table>\S+): compact group (?P<i>\d+)/(?P<n>\d+): (?P<files>\d+) files")
 _NOTEWORTHY = ("refused", "skipped", "aborted", "conflicted", "failed")
 
