@@ -105,6 +105,8 @@ def _notes(r: Any) -> str:
     """The notes column: notes, then the details a person needs (no timings, no paths), short numbers."""
     parts = list(r.notes)
     d = r.details
+    if d.get("engine") not in (None, "python"):
+        parts.append(f"engine={d['engine']}")
     if r.step == "compact" and d.get("groups"):
         parts.append(f"{d['groups']} partition(s)" + (f", {d['rollup_groups']} rolled up" if d.get("rollup_groups") else ""))
     elif r.step == "expire":
