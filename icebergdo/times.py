@@ -27,6 +27,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icebergdo import units
 from icebergdo.errors import BadInputError
 
 TS = pa.timestamp("us", tz="UTC")
@@ -259,17 +260,8 @@ def parse_ts(value: Any, where: str = "ts", unit: str = "auto") -> datetime:
     return from_micros(micros_one(value, where, unit))
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_DURATION_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-
-
 def parse_duration(text: str | float | int | timedelta, what: str = "duration") -> timedelta:
-    """`90s`, `15m`, `24h`, `7d`, `1w` (or plain seconds) → timedelta."""
+    """`90s`, `15m`, `24h`, `7d`, `1h30m` (or plain seconds) → timedelta (parsed by `icebergdo.units`)."""
     if isinstance(text, timedelta):
         return text
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return timedelta(seconds=float(text))
-    m = _DURATION.match(str(text))
-    if not m:
-        raise BadInputError(f"{what}: {text!r} is not a duration (e.g. 90s, 15m, 24h, 7d)")
-    return timedelta(seconds=float(m.group(1)) * _DURATION_S[m.group(2)])
+    return timedelta(seconds=units.parse_duration(text, what))

@@ -25,7 +25,6 @@ they arrive (bad lines after a commit cannot undo it; a crash is recovered from 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
+from icebergdo.cli import args as flags
 from icebergdo.errors import IcebergdoError
 
 if TYPE_CHECKING:  # the heavy modules (pyarrow, duckdb, pyiceberg) load when a command runs, not for --help
@@ -78,18 +78,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream", action="store_true",
                    help="commit while reading, through the buffered durable writer (for endless stdin)")
     p.add_argument("--max-rows", type=int, default=None, help="events per commit (default: the writer's, 1000000)")
-    p.add_argument("--max-bytes", type=int, default=None,
+    p.add_argument("--max-bytes", type=flags.size(minimum=1), default=None,
                    help="Arrow bytes per commit (default: 64 MiB; with --stream the writer's 128 MiB)")
-    p.add_argument("--chunk-bytes", type=int, default=CHUNK_BYTES,
-                   help="input bytes read and validated at once; bounds memory (default: 8 MiB)")
-    p.add_argument("--max-age", type=float, default=None,
+    p.add_argument("--chunk-bytes", type=flags.size(minimum=1), default=CHUNK_BYTES,
+                   help="input bytes read and validated at once, e.g. 8MiB; bounds memory (default: 8 MiB)")
+    p.add_argument("--max-age", type=flags.duration(positive=True), default=None,
                    help="--stream: commit when the oldest buffered event is this many seconds old (default: the writer's, 5)")
     p.add_argument("--wal", metavar="DIR", help="--stream: write-ahead log folder (default: <home>/wal/events.raw)")
     p.add_argument("--no-wal", action="store_true", help="--stream: no write-ahead log (a crash loses buffered events)")
     progress = p.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress on stderr")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    flags.add_format(p)
     p.set_defaults(handler=run)
 
 
@@ -353,13 +353,12 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
         "skipped_lines": report.bad_count,
         "seconds": round(took, 3),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"ingested {report.events:,} events into {EVENTS_TABLE} in {took:.2f}s: "
-              f"{report.commits} commit(s), {report.files} data file(s)"
-              + (f", {report.already} batch(es) already committed by an earlier run" if report.already else "")
-              + (f", {replayed} batch(es) replayed from the WAL" if replayed else ""))
+    from icebergdo.cli import output
+
+    output.emit_record(result, args.format, f"ingested {report.events:,} events into {EVENTS_TABLE} in {took:.2f}s: "
+                       f"{report.commits} commit(s), {report.files} data file(s)"
+                       + (f", {report.already} batch(es) already committed by an earlier run" if report.already else "")
+                       + (f", {replayed} batch(es) replayed from the WAL" if replayed else ""))
     if report.bad_count:
         print(f"skipped {report.bad_count} bad line(s):", file=sys.stderr)
         for msg in report.bad:

@@ -94,5 +94,5 @@ def test_durations() -> None:
     assert parse_duration("90s") == timedelta(seconds=90)
     assert parse_duration("1.5d") == timedelta(days=1.5)
     assert parse_duration(30) == timedelta(seconds=30)
-    with pytest.raises(BadInputError, match="not a duration"):
+    with pytest.raises(BadInputError, match="cannot parse duration"):
         parse_duration("soon")
