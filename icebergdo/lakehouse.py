@@ -17,7 +17,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 
-from icebergdo import layout
+from icebergdo import commit, layout
 from icebergdo.cdc import ApplyResult, CdcRouter, Collection, route_pending
 from icebergdo.config import Config
 from icebergdo.dedupe import Dedupe, drop_duplicates
@@ -116,7 +116,8 @@ class Lakehouse(Tables):
             cached = self._dedupe.get(table)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = self.find_table(table)
+        # the same retries and StorageError as the append that follows would give
+        found = commit.call_with_retry(lambda: self.find_table(table), what=f"{table}: loading the table", config=self.config)
         setting = Dedupe.of(found.properties) if found is not None else None
         with self._dedupe_lock:
             self._dedupe[table] = (now + DEDUPE_CACHE_S, setting)
