@@ -27,7 +27,7 @@ from icebergdo.maintenance.common import (
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
 from icebergdo.maintenance.health import table_health
-from icebergdo.maintenance.lock import DEFAULT_TTL_S, LockBusyError, TableLock, last_run
+from icebergdo.maintenance.lock import DEFAULT_TTL_S, Lease, LockBusyError, last_run_of, table_lock
 from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans
 from icebergdo.maintenance.retention import apply_retention, is_cdc_state, policies
@@ -106,7 +106,7 @@ def _run_table(
     retention: dict[str, float],
     all_prefixes: dict[str, list[str]],
     progress: Callable[[str], None],
-    lock: TableLock | None,
+    lock: Lease | None,
 ) -> list[StepReport]:
     reports = []
     for step in steps:
@@ -194,7 +194,7 @@ def maintain(
         if dry_run or not lock:
             reports += _run_table(lh, name, chosen, opts, lock=None, **kwargs)
             continue
-        tl = TableLock(lh.catalog_engine, lh.config.catalog_name, name, ttl=opts.lock_ttl)
+        tl = table_lock(lh, name, ttl=opts.lock_ttl)
         if not tl.acquire():
             reports.append(StepReport(name, "all", dry_run, notes=["skipped: another maintainer holds the lock"]))
             progress(f"{name}: skipped, locked by another maintainer")
@@ -225,7 +225,7 @@ def health(lh: Tables, tables: Iterable[str] | None = None) -> list[dict[str, An
     out = []
     for n in names:
         others = [p for m, ps in prefixes.items() if m != n for p in ps]
-        out.append(table_health(loaded[n], store, others, last_run(lh.catalog_engine, lh.config.catalog_name, n)))
+        out.append(table_health(loaded[n], store, others, last_run_of(lh, n)))
     return out
 
 
