@@ -13,7 +13,9 @@ import pytest
 
 from icebergdo import BadInputError, BadNameError, Lakehouse, cdc
 from icebergdo.engines.duck import connect
-from tests.test_cdc_property import plain_fold
+from tests.integration.test_cdc_property import plain_fold
+
+pytestmark = pytest.mark.rest_backend  # also on the `rest` backend (tests/conftest.py)
 
 DAY = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 
