@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "icebergdo.cli.cdc",
     "icebergdo.cli.dev",
     "icebergdo.cli.doctor",
+    "icebergdo.cli.attach",
 ]
 
 
@@ -36,7 +37,7 @@ class Context:
 
     @property
     def config(self) -> Config:
-        return Config.resolve(home=self.args.home, config=self.args.config)
+        return Config.resolve(home=self.args.home, config=self.args.config, catalog=getattr(self.args, "catalog", None))
 
     @property
     def lh(self) -> Lakehouse:  # import deferred: `--help` stays fast
@@ -52,11 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="icebergdo",
         description="Iceberg-native table manager for event data: ingest, query, CDC and maintenance "
         "of Apache Iceberg tables in the ADR-0002 layout, on a local folder or any S3-compatible store.",
-        epilog="Lakehouse selection: --config FILE, else --home DIR, else $ICEBERGDO_CONFIG, "
+        epilog="Lakehouse selection: --config FILE, else --home DIR, else --catalog NAME, else $ICEBERGDO_CONFIG, "
         "else $ICEBERGDO_HOME, else ./lakehouse (SQLite catalog + folder warehouse).",
     )
     parser.add_argument("--home", metavar="DIR", help="embedded lakehouse folder (SQLite catalog + warehouse)")
     parser.add_argument("--config", metavar="FILE", help="TOML config: catalog URI, warehouse, S3 settings")
+    parser.add_argument("--catalog", metavar="NAME", help="a pyiceberg catalog: .pyiceberg.yaml or PYICEBERG_CATALOG__NAME__* variables")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

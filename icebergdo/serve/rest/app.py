@@ -285,13 +285,14 @@ def _json(model: IcebergBaseModel | TableMetadata, status: int = 200) -> Respons
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 
-def rest_catalog_app(lh: Tables, settings: RestServeSettings | None = None) -> Starlette:
+def rest_catalog_app(lh: Tables, settings: Any = None) -> Starlette:
     """The REST catalog as an ASGI app; mount it anywhere (`icebergdo serve` puts it at /catalog).
 
-    `settings` defaults to `[serve.catalog]` of the lakehouse's config. Needs credentials
-    (tokens or clients) or an explicit `anonymous` scope: a catalog nobody may use is a mistake.
+    `settings`: a `RestServeSettings`, the ingest service's `Settings` (see `RestServeSettings.coerce`),
+    or None for `[serve.catalog]` of the lakehouse's config. Needs credentials (tokens or clients)
+    or an explicit `anonymous` scope: a catalog nobody may use is a mistake.
     """
-    settings = settings if settings is not None else RestServeSettings.from_config(lh.config)
+    settings = RestServeSettings.coerce(settings, lh.config)
     if not settings.has_credentials and settings.anonymous is None:
         raise ConfigError(
             f"{lh.config.source}: [serve.catalog] has no tokens or clients and anonymous = 'none': "

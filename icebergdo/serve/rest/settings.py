@@ -18,6 +18,11 @@
     [serve.catalog.client_config]  # extra per-table config handed to every client (string values)
     "s3.endpoint" = "https://storage.example.com"
 
+`uri` (optional) is the URL clients use, for `icebergdo attach` (default http://127.0.0.1:8181/catalog).
+Tokens of `[[serve.tokens]]` (the ingest service's) whose `scopes` include "catalog" are accepted
+too, with write scope; `[serve] auth = false` makes the catalog anonymous-write unless
+`anonymous` says otherwise.
+
 Tokens and secrets are random (256 bits from `attach token`), so one SHA-256 is the right hash:
 there is nothing to brute-force that a slow password hash would protect. A request's token is
 compared by hash in constant time and never logged.
@@ -38,6 +43,7 @@ from icebergdo.errors import ConfigError
 Scope = Literal["read", "write"]
 SCOPES: tuple[Scope, ...] = ("read", "write")
 DEFAULT_TOKEN_TTL = 3600
+DEFAULT_URI = "http://127.0.0.1:8181/catalog"
 _HEX64 = frozenset("0123456789abcdef")
 
 
@@ -79,6 +85,7 @@ class RestServeSettings:
     anonymous: Scope | None = None
     token_ttl: int = DEFAULT_TOKEN_TTL
     client_config: dict[str, str] = field(default_factory=dict)
+    uri: str = DEFAULT_URI
     signing_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     @property
@@ -94,8 +101,32 @@ class RestServeSettings:
         return cls.from_mapping(raw, source=f"{config.source}: [serve.catalog]")
 
     @classmethod
+    def coerce(cls, settings: Any, config: Config) -> RestServeSettings:
+        """Ours as they are; None → `[serve.catalog]` of `config`; the ingest service's `Settings` → ours.
+
+        From the service's settings: `catalog_options` is our `[serve.catalog]`, its tokens with the
+        "catalog" scope are write tokens here, and `auth = false` means anonymous write (unless
+        `anonymous` is set).
+        """
+        if isinstance(settings, RestServeSettings):
+            return settings
+        if settings is None:
+            return cls.from_config(config)
+        options = dict(getattr(settings, "catalog_options", None) or {})
+        base = cls.from_mapping({"enabled": True, **options}, source=f"{config.source}: [serve.catalog]")
+        shared = tuple(
+            TokenSpec(str(t.name), str(t.digest), "write") for t in getattr(settings, "tokens", ()) if "catalog" in getattr(t, "scopes", ())
+        )
+        anonymous = base.anonymous
+        if "anonymous" not in options and getattr(settings, "auth", True) is False:
+            anonymous = "write"
+        from dataclasses import replace
+
+        return replace(base, tokens=base.tokens + shared, anonymous=anonymous)
+
+    @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "[serve.catalog]") -> RestServeSettings:
-        unknown = set(raw) - {"enabled", "tokens", "clients", "anonymous", "token_ttl", "client_config"}
+        unknown = set(raw) - {"enabled", "tokens", "clients", "anonymous", "token_ttl", "client_config", "uri"}
         if unknown:
             raise ConfigError(f"{source}: unknown keys: {', '.join(sorted(unknown))}")
         tokens = tuple(_token(t, f"{source} tokens[{i}]") for i, t in enumerate(_list(raw.get("tokens"), f"{source} tokens")))
@@ -122,6 +153,7 @@ class RestServeSettings:
             anonymous=None if anonymous == "none" else anonymous,
             token_ttl=ttl,
             client_config={str(k): str(v) for k, v in client_config.items()},
+            uri=str(raw.get("uri") or DEFAULT_URI).rstrip("/"),
         )
 
     @classmethod
