@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,6 +92,9 @@ def drop_legacy_provider(catalog: Catalog, table: Table) -> Table:
     return table
 
 
+_committing = threading.local()  # inside SqlCatalog.commit_table on this thread
+
+
 class _Named:
     """What `SqlCatalog.commit_table` needs of its `table` argument: the identifier."""
 
@@ -115,7 +119,10 @@ class IcebergdoCatalog(SqlCatalog):
         return as_adr_table(super()._convert_orm_to_iceberg(orm_table))
 
     def load_table(self, identifier: str | Identifier) -> Table:
-        return drop_legacy_provider(self, super().load_table(identifier))
+        table = super().load_table(identifier)
+        if getattr(_committing, "depth", 0):
+            return table  # SqlCatalog.commit_table loading the current state: no clean-up commit inside a commit
+        return drop_legacy_provider(self, table)
 
     def create_table(self, *args: Any, **kwargs: Any) -> Table:
         table = super().create_table(*args, **kwargs)
@@ -125,7 +132,11 @@ class IcebergdoCatalog(SqlCatalog):
     def commit_table(
         self, table: Table, requirements: tuple[TableRequirement, ...], updates: tuple[TableUpdate, ...]
     ) -> CommitTableResponse:
-        response = super().commit_table(table, requirements, updates)
+        _committing.depth = getattr(_committing, "depth", 0) + 1
+        try:
+            response = super().commit_table(table, requirements, updates)
+        finally:
+            _committing.depth -= 1
         self._write_version_hint(response.metadata_location)
         return response
 
@@ -148,7 +159,7 @@ class IcebergdoCatalog(SqlCatalog):
         staged = []
         for identifier, requirements, updates in changes:
             try:
-                current: Table | None = self.load_table(identifier)
+                current: Table | None = super().load_table(identifier)
             except NoSuchTableError:
                 current = None
             new = self._update_and_stage_table(current, identifier, requirements, updates)

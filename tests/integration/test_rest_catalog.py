@@ -43,9 +43,10 @@ class Served:
     read_client_id: str
     log: Path
     proc: subprocess.Popen[bytes]
+    storage: dict[str, str]  # the client's own S3 keys: the catalog hands out no credentials
 
     def catalog(self, **props: str) -> RestCatalog:
-        return RestCatalog("served", uri=self.uri, **props)
+        return RestCatalog("served", uri=self.uri, **self.storage, **props)
 
     def logged(self) -> str:
         return self.log.read_text(errors="replace")
@@ -107,7 +108,8 @@ scope = "read"
             proc.kill()
             raise RuntimeError(f"REST catalog server did not start: {log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.1)
-    return Served(uri, write, read, "engine", client_secret, "dashboards", log, proc)
+    storage = {k: v for k, v in config.s3.fileio_properties().items() if k.startswith("s3.")} if config.s3 else {}
+    return Served(uri, write, read, "engine", client_secret, "dashboards", log, proc, storage)
 
 
 @pytest.fixture
@@ -377,3 +379,62 @@ def test_icebergdo_on_the_served_catalog(lh: Lakehouse, served: Served, config: 
     files = [t.file.file_path for t in lh.table("events.raw").scan().plan_files()]
     assert files and all("/events/2026/11/25/10/" in f for f in files)  # the ADR layout, written through REST
     assert "rest client" in repr(remote) and served.write_token not in repr(remote.config)
+
+
+# -- plain pyiceberg (no icebergdo installed) on our tables ----------------------------------------
+FOREIGN_WRITER = r"""
+import json, sys
+
+class NoIcebergdo:  # this interpreter has no icebergdo: as on a machine where it is not installed
+    def find_spec(self, name, path=None, target=None):
+        if name == "icebergdo" or name.startswith("icebergdo."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoIcebergdo())
+from pyiceberg.catalog.sql import SqlCatalog
+
+props = json.loads(sys.argv[1])
+table = SqlCatalog("icebergdo", **props).load_table("events.raw")
+rows = table.scan(limit=1).to_arrow()
+try:
+    table.append(rows)
+except ValueError as e:
+    print("FAILED:", e)
+    sys.exit(3)
+print(json.dumps(sorted(t.file.file_path for t in table.scan().plan_files())))
+"""
+
+
+def test_plain_pyiceberg_writes_our_tables_and_legacy_tables_are_healed(lh: Lakehouse, tmp_path: Path) -> None:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from icebergdo import layout
+
+    lh.append_events([event(i) for i in range(3)])
+    script = tmp_path / "foreign.py"
+    script.write_text(FOREIGN_WRITER)
+    props = json.dumps(lh.config.catalog_properties())
+
+    def foreign() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), props], capture_output=True, text=True, timeout=120)
+
+    # A table made before the LocationProvider left the table properties: a plain pyiceberg cannot write it.
+    plain = SqlCatalog(lh.config.catalog_name, **lh.config.catalog_properties()).load_table("events.raw")
+    with plain.transaction() as tx:
+        tx.set_properties({layout.LEGACY_PROVIDER_KEY: layout.PROVIDER_IMPL})
+    done = foreign()
+    assert done.returncode == 3 and "Could not initialize LocationProvider" in done.stdout, done.stdout + done.stderr
+
+    # icebergdo removes the property on first load; from then on the foreign writer succeeds.
+    assert layout.LEGACY_PROVIDER_KEY not in lh.table("events.raw").properties
+    done = foreign()
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = json.loads(done.stdout.splitlines()[-1])
+    foreign_files = [f for f in files if "/events/ts_hour=" in f]
+    # What a foreign writer produces: `write.data.path` + pyiceberg's own partition folders and names.
+    assert len(foreign_files) == 1 and foreign_files[0].startswith(f"{lh.config.warehouse}/events/ts_hour=2026-11-25-10/")
+    assert len(scan_rows(lh, "events.raw", "id")) == 4
+    # icebergdo's own appends keep the ADR layout.
+    lh.append_events([event(9, hour=11)])
+    newest = {t.file.file_path for t in lh.table("events.raw").scan().plan_files()} - set(files)
+    assert len(newest) == 1 and layout.EVENT_FILE_RE.search(newest.pop())
