@@ -281,7 +281,8 @@ class Config:
         cat: dict[str, Any] = {"name": name, "uri": uri}
         if kind == "rest":
             cat["type"] = "rest"
-            for ours, theirs in (("warehouse", "warehouse"), ("token", "token"), ("scope", "scope"), ("oauth2_server_uri", "oauth2-server-uri"), ("location", "icebergdo.location")):
+            keys = (("warehouse", "warehouse"), ("token", "token"), ("scope", "scope"), ("oauth2_server_uri", "oauth2-server-uri"), ("location", "icebergdo.location"))
+            for ours, theirs in keys:
                 if theirs in props:
                     cat[ours] = props.pop(theirs)
             if "credential" in props:

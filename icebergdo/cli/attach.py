@@ -123,7 +123,8 @@ def trino_text(config: Config, ep: dict[str, Any]) -> str:
         props["fs.native-s3.enabled"] = "true"
         props["s3.region"] = st["region"]
         props["s3.path-style-access"] = st["path_style"]
-        for ours, theirs in (("endpoint", "s3.endpoint"), ("access_key_id", "s3.aws-access-key"), ("secret_access_key", "s3.aws-secret-key")):
+        keys = (("endpoint", "s3.endpoint"), ("access_key_id", "s3.aws-access-key"), ("secret_access_key", "s3.aws-secret-key"))
+        for ours, theirs in keys:
             if ours in st:
                 props[theirs] = st[ours]
     else:
@@ -139,12 +140,15 @@ def pyiceberg_text(config: Config, ep: dict[str, Any]) -> str:
         props["credential"] = f"{ep['client_id']}:{ep['client_secret']}"
         props["oauth2-server-uri"] = ep["oauth2_server_uri"]
     st = storage(config)
-    for ours, theirs in (("endpoint", "s3.endpoint"), ("region", "s3.region"), ("access_key_id", "s3.access-key-id"), ("secret_access_key", "s3.secret-access-key"), ("session_token", "s3.session-token")):
+    keys = (("endpoint", "s3.endpoint"), ("region", "s3.region"), ("access_key_id", "s3.access-key-id"),
+            ("secret_access_key", "s3.secret-access-key"), ("session_token", "s3.session-token"))
+    for ours, theirs in keys:
         if ours in st:
             props[theirs] = st[ours]
     if st:
         props["s3.force-virtual-addressing"] = "false" if st["path_style"] == "true" else "true"
-    lines = ["# ~/.pyiceberg.yaml — then: pyiceberg.catalog.load_catalog(%s); also `icebergdo --catalog %s …`" % (json.dumps(config.catalog_name), config.catalog_name)]
+    name = config.catalog_name
+    lines = [f"# ~/.pyiceberg.yaml — then: pyiceberg.catalog.load_catalog({json.dumps(name)}); also `icebergdo --catalog {name} …`"]
     lines += ["catalog:", f"  {config.catalog_name}:"] + [f"    {k}: {json.dumps(v)}" for k, v in props.items()]
     return "\n".join(lines)
 

@@ -190,17 +190,17 @@ class IcebergdoCatalog(SqlCatalog):
                     )
                     .values(metadata_location=new.metadata_location, previous_metadata_location=current.metadata_location)
                 )
-                if result.rowcount < 1:
+                if result.rowcount < 1:  # type: ignore[attr-defined]
                     session.rollback()
                     raise CommitFailedException(f"Table has been updated by another process: {namespace}.{name}")
             session.commit()
         out = []
         for _identifier, current, new, unchanged in staged:
             if unchanged and current is not None:
-                out.append(CommitTableResponse(metadata=current.metadata, metadata_location=current.metadata_location))
+                out.append(_response(current.metadata, current.metadata_location))
             else:
                 self._write_version_hint(new.metadata_location)
-                out.append(CommitTableResponse(metadata=new.metadata, metadata_location=new.metadata_location))
+                out.append(_response(new.metadata, new.metadata_location))
         return out
 
     def _write_version_hint(self, metadata_location: str) -> None:
@@ -211,6 +211,10 @@ class IcebergdoCatalog(SqlCatalog):
                 out.write(text.encode())
         except Exception as e:  # noqa: BLE001 - never fail a committed transaction over a hint
             log.warning("could not write %s: %s", path, e)
+
+
+def _response(metadata: Any, metadata_location: str) -> CommitTableResponse:
+    return CommitTableResponse.model_validate({"metadata": metadata, "metadata-location": metadata_location})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

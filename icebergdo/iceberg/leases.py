@@ -112,14 +112,14 @@ class RefLease:
                 return False
             snapshot_id = register.metadata.current_snapshot_id
             assert snapshot_id is not None  # the register is created with one row
-            requirements: list[TableRequirement] = [AssertRefSnapshotId(ref=_tag(self.table, gen + 1), snapshot_id=None)]
+            requirements: list[TableRequirement] = [AssertRefSnapshotId.model_validate({"ref": _tag(self.table, gen + 1), "snapshot-id": None})]
             updates: list[TableUpdate] = []
             if gen:
                 current = register.metadata.refs[_tag(self.table, gen)].snapshot_id
-                requirements.append(AssertRefSnapshotId(ref=_tag(self.table, gen), snapshot_id=current))
-                updates.append(RemoveSnapshotRefUpdate(ref_name=_tag(self.table, gen)))
+                requirements.append(AssertRefSnapshotId.model_validate({"ref": _tag(self.table, gen), "snapshot-id": current}))
+                updates.append(RemoveSnapshotRefUpdate.model_validate({"ref-name": _tag(self.table, gen)}))
             updates += [
-                SetSnapshotRefUpdate(ref_name=_tag(self.table, gen + 1), type=SnapshotRefType.TAG, snapshot_id=snapshot_id),
+                SetSnapshotRefUpdate.model_validate({"ref-name": _tag(self.table, gen + 1), "type": SnapshotRefType.TAG, "snapshot-id": snapshot_id}),
                 SetPropertiesUpdate(updates={LEASE_PROPERTY + self.table: self._state(gen + 1)}),
             ]
             try:
@@ -148,7 +148,7 @@ class RefLease:
             try:
                 self._commit(
                     register,
-                    [AssertRefSnapshotId(ref=_tag(self.table, self.generation), snapshot_id=ref.snapshot_id)],
+                    [AssertRefSnapshotId.model_validate({"ref": _tag(self.table, self.generation), "snapshot-id": ref.snapshot_id})],
                     [SetPropertiesUpdate(updates=properties)],
                 )
                 return True
@@ -195,7 +195,7 @@ def register_table(tables: Any) -> Table:
             found.append(pa.table({"purpose": ["icebergdo maintenance leases: see table properties and tags"]}, schema=_SCHEMA))
         except CommitFailedException:
             found = tables.find_table(REGISTER_TABLE)  # another process gave it its row first
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def current_holder(tables: Any, table: str) -> str | None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 import requests
 from pyiceberg.catalog.rest import RestCatalog
-from pyiceberg.exceptions import CommitFailedException, ForbiddenError, NoSuchTableError, OAuthError, UnauthorizedError
+from pyiceberg.exceptions import ForbiddenError, NoSuchTableError, OAuthError, UnauthorizedError
 from pyiceberg.types import StringType
 
 from icebergdo import Config, Lakehouse, commit

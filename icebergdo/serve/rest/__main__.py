@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from icebergdo.serve.rest.local import mounted
         from icebergdo.serve.rest.app import rest_catalog_app
+        from icebergdo.serve.rest.local import mounted
         from icebergdo.tables import Tables
 
         config = Config.resolve(home=args.home, config=args.config, catalog=args.catalog)

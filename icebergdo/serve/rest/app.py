@@ -179,16 +179,17 @@ class RestCatalogService:
                 from pyiceberg.exceptions import TableAlreadyExistsError
 
                 raise TableAlreadyExistsError(f"Table {'.'.join(identifier)} already exists")
-            staged = self.catalog._create_staged_table(identifier, request.table_schema, location, spec, order, properties)
-            return TableResponse(metadata_location=None, metadata=staged.metadata, config=self.table_config)
+            staged = self.catalog._create_staged_table(  # type: ignore[attr-defined]
+                identifier, request.table_schema, location, spec, order, properties)
+            return _table_response(None, staged.metadata, self.table_config)
         table = self.catalog.create_table(
             identifier, schema=request.table_schema, location=location, partition_spec=spec, sort_order=order, properties=properties
         )
-        return TableResponse(metadata_location=table.metadata_location, metadata=table.metadata, config=self.table_config)
+        return _table_response(table.metadata_location, table.metadata, self.table_config)
 
     def load_table(self, identifier: Identifier) -> TableResponse:
         table = self.catalog.load_table(identifier)
-        return TableResponse(metadata_location=table.metadata_location, metadata=table.metadata, config=self.table_config)
+        return _table_response(table.metadata_location, table.metadata, self.table_config)
 
     def table_exists(self, identifier: Identifier) -> bool:
         return self.catalog.table_exists(identifier)
@@ -204,7 +205,7 @@ class RestCatalogService:
         request = RegisterTableRequest.model_validate(body)
         identifier = (namespace, layout.validate_name(request.name, "table"))
         table = self.catalog.register_table(identifier, request.metadata_location, overwrite=request.overwrite)
-        return TableResponse(metadata_location=table.metadata_location, metadata=table.metadata, config=self.table_config)
+        return _table_response(table.metadata_location, table.metadata, self.table_config)
 
     def rename_table(self, body: dict[str, Any]) -> None:
         source, dest = _identifier(body.get("source"), "source"), _identifier(body.get("destination"), "destination")
@@ -259,6 +260,10 @@ class RestCatalogService:
         catalog: IcebergdoCatalog = sql_catalog(self.catalog, "an atomic multi-table commit")
         with self._locked(idents):
             catalog.commit_changes([(ident, req.requirements, self._with_defaults(ident, req)) for ident, req in parsed])
+
+
+def _table_response(metadata_location: str | None, metadata: TableMetadata, config: dict[str, str]) -> TableResponse:
+    return TableResponse.model_validate({"metadata-location": metadata_location, "metadata": metadata, "config": config})
 
 
 def _identifier(value: Any, what: str) -> Identifier:

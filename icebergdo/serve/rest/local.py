@@ -116,7 +116,7 @@ class _Hub:
     def register(self, tables: Tables) -> str:
         key = secrets.token_hex(8)
         # The app sees the lakehouse through a weak proxy: a dropped lakehouse is collected and unregistered.
-        app = rest_catalog_app(weakref.proxy(tables), self.settings)  # type: ignore[arg-type]
+        app = rest_catalog_app(weakref.proxy(tables), self.settings)
         with self.lock:
             self.apps[key] = app
             if self.server is None:
@@ -134,7 +134,7 @@ def local_endpoint(tables: Tables) -> tuple[str, str]:
     global _hub
     cached = getattr(tables, "_local_catalog_endpoint", None)
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     with _hub_lock:
         if _hub is None:
             _hub = _Hub()

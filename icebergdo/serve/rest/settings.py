@@ -173,7 +173,7 @@ def _list(value: Any, where: str) -> list[Mapping[str, Any]]:
 def _scope(value: Any, where: str) -> Scope:
     if value not in SCOPES:
         raise ConfigError(f"{where}: scope must be 'read' or 'write', got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _sha(value: Any, key: str, where: str) -> str:
