@@ -100,7 +100,8 @@ def spark_text(config: Config, ep: dict[str, Any]) -> str:
         conf[f"{p}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
         conf[f"{p}.client.region"] = st["region"]
         conf[f"{p}.s3.path-style-access"] = st["path_style"]
-        for ours, theirs in (("endpoint", "s3.endpoint"), ("access_key_id", "s3.access-key-id"), ("secret_access_key", "s3.secret-access-key"), ("session_token", "s3.session-token")):
+        keys = (("endpoint", "s3.endpoint"), ("access_key_id", "s3.access-key-id"), ("secret_access_key", "s3.secret-access-key"), ("session_token", "s3.session-token"))
+        for ours, theirs in keys:
             if ours in st:
                 conf[f"{p}.{theirs}"] = st[ours]
     conf["spark.sql.extensions"] = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
