@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "icebergdo.cli.cdc",
     "icebergdo.cli.dev",
     "icebergdo.cli.doctor",
+    "icebergdo.cli.serve",
     "icebergdo.cli.attach",
 ]
 
