@@ -446,3 +446,59 @@ def test_plain_pyiceberg_writes_our_tables_and_legacy_tables_are_healed(lh: Lake
     lh.append_events([event(9, hour=11)])
     newest = {t.file.file_path for t in lh.table("events.raw").scan().plan_files()} - set(files)
     assert len(newest) == 1 and layout.EVENT_FILE_RE.search(newest.pop())
+
+
+# -- `icebergdo serve` mounts the catalog at /catalog ---------------------------------------------
+def test_icebergdo_serve_serves_the_catalog(lh: Lakehouse, config: Config, tmp_path: Path) -> None:
+    catalog_token, ingest_token = new_token(), new_token()
+    path = tmp_path / "serve.toml"
+    path.write_text(config_toml(config, f"""
+[serve]
+maintenance = false
+max_age = 0.3
+[[serve.tokens]]
+name = "ingest"
+sha256 = "{token_hash(ingest_token)}"
+scopes = ["ingest"]
+[[serve.tokens]]
+name = "engines"
+sha256 = "{token_hash(catalog_token)}"
+scopes = ["catalog"]
+[serve.catalog]
+enabled = true
+"""))
+    (port,) = free_ports(1)
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "icebergdo", "--config", str(path), "serve", "--port", str(port), "--wal", str(tmp_path / "wal")],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+            try:
+                if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        # Ingest over HTTP, read it back over the REST catalog of the same process.
+        r = requests.post(f"{base}/v1/events", json=[event(i) for i in range(3)], headers={"Authorization": f"Bearer {ingest_token}"}, timeout=30)
+        assert r.status_code in (200, 202), r.text
+        storage = {k: v for k, v in config.s3.fileio_properties().items() if k.startswith("s3.")} if config.s3 else {}
+        cat = RestCatalog("served", uri=f"{base}/catalog", token=catalog_token, **storage)
+        deadline = time.monotonic() + 30
+        while cat.load_table("events.raw").current_snapshot() is None if cat.table_exists("events.raw") else True:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert cat.load_table("events.raw").scan().to_arrow().num_rows == 3
+        cat.create_namespace("served_ns")
+        assert "served_ns" in [ns[0] for ns in lh.catalog.list_namespaces()]
+        # The scopes stay apart: an ingest token is no catalog token.
+        assert requests.get(f"{base}/catalog/v1/namespaces", headers={"Authorization": f"Bearer {ingest_token}"}, timeout=10).status_code == 401
+        assert catalog_token not in log.read_text(errors="replace") and ingest_token not in log.read_text(errors="replace")
+    finally:
+        proc.terminate()
+        proc.wait(60)
