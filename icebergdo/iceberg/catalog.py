@@ -27,7 +27,7 @@ from pyiceberg.table import CommitTableResponse, Table
 from pyiceberg.table.locations import LocationProvider
 from pyiceberg.table.update import AssertTableUUID, RemovePropertiesUpdate, TableRequirement, TableUpdate
 from pyiceberg.typedef import Identifier
-from sqlalchemy import event, insert, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session
@@ -202,6 +202,28 @@ class IcebergdoCatalog(SqlCatalog):
                 self._write_version_hint(new.metadata_location)
                 out.append(_response(new.metadata, new.metadata_location))
         return out
+
+    def metadata_location_of(self, identifier: Identifier) -> str:
+        """The current metadata location from the catalog row alone (no metadata file is read)."""
+        namespace = Catalog.namespace_to_string(Catalog.namespace_from(identifier))
+        name = Catalog.table_name_from(identifier)
+        stmt = select(IcebergTables.metadata_location).where(
+            IcebergTables.catalog_name == self.name, IcebergTables.table_namespace == namespace, IcebergTables.table_name == name
+        )
+        if (type_filter := self._iceberg_type_filter()) is not None:
+            stmt = stmt.where(type_filter)
+        with Session(self.engine) as session:
+            location = session.scalar(stmt)
+        if not location:
+            raise NoSuchTableError(f"Table does not exist: {namespace}.{name}")
+        return str(location)
+
+    def metadata_bytes(self, metadata_location: str) -> bytes | None:
+        """The metadata file as stored (JSON), or None when it is compressed."""
+        if metadata_location.endswith(".gz.metadata.json"):
+            return None
+        with self._hint_io.new_input(metadata_location).open() as f:
+            return bytes(f.read())
 
     def _write_version_hint(self, metadata_location: str) -> None:
         """Best effort: the commit has happened; a missing hint only slows folder-based readers."""
