@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from icebergdo.errors import ConfigError
+from icebergdo.errors import BadInputError, ConfigError
 from icebergdo.redact import MASK, mask_key, redact_uri, uri_password
+from icebergdo.units import parse_duration
 
 DEFAULT_CATALOG_NAME = "icebergdo"
 ENV_HOME = "ICEBERGDO_HOME"
@@ -125,10 +126,14 @@ class S3Settings:
 
 def _seconds(table: dict[str, Any], key: str, default: float, source: str) -> float:
     value = table.get(key, default)
+    try:
+        seconds = parse_duration(value, where=f"{source}: [s3] {key}")  # 5, "5s", "1m"
+    except BadInputError:
+        seconds = -1.0
     # At least 1 s: the AWS SDK under pyarrow counts stalls in whole seconds (less means "no limit").
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
-        raise ConfigError(f"{source}: [s3] {key} must be a number of seconds >= 1, got {value!r}")
-    return float(value)
+    if seconds < 1:
+        raise ConfigError(f"{source}: [s3] {key} must be a number of seconds >= 1 (or a duration such as \"5s\"), got {value!r}")
+    return seconds
 
 
 def _as_bool(value: Any, where: str) -> bool:
