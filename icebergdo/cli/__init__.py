@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("icebergdo.cli.dev", "development helpers (local S3 server)"),
     "doctor": ("icebergdo.cli.doctor", "check the config: catalog connection, S3 endpoint, keys, bucket, permissions, clock skew"),
     "serve": ("icebergdo.cli.serve", "run the ingest service: events, webhooks, RPC, CDC and WebSocket streams over HTTP"),
-    "attach": ("icebergdo.cli.attach", "print how DuckDB, Spark, Trino or pyiceberg attach the REST catalog (secrets masked)"),
+    "attach": ("icebergdo.cli.attach", "print how DuckDB, Spark, Trino or pyiceberg attach this lakehouse's REST catalog"),
 }
 COMMAND_MODULES = list(dict.fromkeys(module for module, _help in COMMANDS.values()))
 # Commands that may create a lakehouse (or only look at the config): the others refuse a missing one.
