@@ -4,7 +4,7 @@
     python bench/rest.py --snapshots 200         # a quicker run
 
 1. Commit latency: `lh.append_events` of one realistic batch through a `type = "rest"` lakehouse
-   (our server in its own process, `python -m icebergdo.serve.rest`) vs the same lakehouse opened
+   (our server in its own process, `python -m icebergdo.restcatalog`) vs the same lakehouse opened
    directly on its SQLite catalog; alternating, same table, medians. Also a metadata-only commit
    (one table property) to show the catalog round trip alone. Goal: REST <= 1.3x direct.
 2. loadTable latency of a table with N snapshots (default 1,000): pyiceberg `RestCatalog.load_table`
@@ -41,7 +41,7 @@ import requests
 from icebergdo import Config, Lakehouse
 from icebergdo.dev.s3dev import free_ports
 from icebergdo.engines import duck
-from icebergdo.serve.rest.settings import new_token, token_hash
+from icebergdo.restcatalog.settings import new_token, token_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 1, 6, tzinfo=UTC)
@@ -70,7 +70,7 @@ def start_server(config: Config, folder: Path) -> tuple[subprocess.Popen[bytes],
     )
     (port,) = free_ports(1)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-m", "icebergdo.serve.rest", "--config", str(path), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "icebergdo.restcatalog", "--config", str(path), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     uri = f"http://127.0.0.1:{port}/catalog"
     deadline = time.monotonic() + 60

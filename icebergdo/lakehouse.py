@@ -136,7 +136,7 @@ class Lakehouse(Tables):
         """The REST catalog other engines can attach for this lakehouse (an in-process one for a SQL catalog)."""
         if self.config.is_rest:
             return duck.CatalogEndpoint.from_config(self.config)
-        from icebergdo.serve.rest.local import local_endpoint  # the in-process server (see pyproject's layer contract)
+        from icebergdo.restcatalog.local import local_endpoint  # the in-process server (see pyproject's layer contract)
 
         uri, token = local_endpoint(self)
         return duck.CatalogEndpoint(uri=uri, warehouse=self.config.warehouse, token=token)

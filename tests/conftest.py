@@ -75,7 +75,7 @@ def make_config(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
 
 def rest_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
     """A `type = "rest"` config on a REST catalog server started for this test (stopped at its end)."""
-    from icebergdo.serve.rest.local import LocalCatalogServer
+    from icebergdo.restcatalog.local import LocalCatalogServer
     from icebergdo.tables import Tables
 
     served = Config.from_home(tmp_path / "served")

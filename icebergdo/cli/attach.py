@@ -156,7 +156,7 @@ def pyiceberg_text(config: Config, ep: dict[str, Any]) -> str:
 
 def cmd_attach(args: argparse.Namespace, ctx: Any) -> int:
     if args.engine == "token":
-        from icebergdo.serve.rest.settings import new_token, token_hash
+        from icebergdo.restcatalog.settings import new_token, token_hash
 
         token = new_token()
         print(f"token (shown once; give it to the client): {token}\n")

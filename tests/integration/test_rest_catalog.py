@@ -1,6 +1,6 @@
 """The REST catalog server, driven by clients that are not ours: pyiceberg's RestCatalog, DuckDB's ATTACH, raw HTTP.
 
-The server runs as its own process (`python -m icebergdo.serve.rest`) on 127.0.0.1, backed by each
+The server runs as its own process (`python -m icebergdo.restcatalog`) on 127.0.0.1, backed by each
 backend (SQLite + folder, PostgreSQL + SeaweedFS), with a write token, a read token and an OAuth2
 client from `[serve.catalog]`. Results are read back by icebergdo directly (SQL catalog) and by
 DuckDB's `iceberg_scan` of the metadata file.
@@ -28,7 +28,7 @@ from pyiceberg.types import StringType
 from icebergdo import Config, Lakehouse, commit
 from icebergdo.dev.s3dev import free_ports
 from icebergdo.engines.duck import connect, extension_path
-from icebergdo.serve.rest.settings import new_token, token_hash
+from icebergdo.restcatalog.settings import new_token, token_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +93,7 @@ scope = "read"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "icebergdo.serve.rest", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "icebergdo.restcatalog", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
         )
     uri = f"http://127.0.0.1:{port}/catalog"

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from icebergdo.errors import ConfigError
-from icebergdo.serve.rest.auth import Authenticator, AuthError
-from icebergdo.serve.rest.settings import ClientSpec, RestServeSettings, TokenSpec, new_token, token_hash
+from icebergdo.restcatalog.auth import Authenticator, AuthError
+from icebergdo.restcatalog.settings import ClientSpec, RestServeSettings, TokenSpec, new_token, token_hash
 
 
 def settings(**kw: object) -> RestServeSettings:

@@ -1,4 +1,4 @@
-"""`python -m icebergdo.serve.rest [--config FILE | --home DIR] [--host 127.0.0.1] [--port 8181]`.
+"""`python -m icebergdo.restcatalog [--config FILE | --home DIR] [--host 127.0.0.1] [--port 8181]`.
 
 Serves only the REST catalog, at http://HOST:PORT/catalog, with `[serve.catalog]` of the config
 (tokens, clients, anonymous). `icebergdo serve` serves it beside the ingest API; this runner is for
@@ -16,7 +16,7 @@ from icebergdo.errors import IcebergdoError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m icebergdo.serve.rest", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="python -m icebergdo.restcatalog", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--config", metavar="FILE")
     parser.add_argument("--home", metavar="DIR")
     parser.add_argument("--catalog", metavar="NAME", help="a catalog from .pyiceberg.yaml / PYICEBERG_CATALOG__NAME__*")
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from icebergdo.serve.rest.app import rest_catalog_app
-        from icebergdo.serve.rest.local import mounted
+        from icebergdo.restcatalog.app import rest_catalog_app
+        from icebergdo.restcatalog.local import mounted
         from icebergdo.tables import Tables
 
         config = Config.resolve(home=args.home, config=args.config, catalog=args.catalog)

@@ -23,8 +23,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from icebergdo.errors import StorageError
-from icebergdo.serve.rest.app import rest_catalog_app
-from icebergdo.serve.rest.settings import RestServeSettings, new_token
+from icebergdo.restcatalog.app import rest_catalog_app
+from icebergdo.restcatalog.settings import RestServeSettings, new_token
 from icebergdo.tables import Tables
 
 MOUNT = "/catalog"
@@ -106,7 +106,7 @@ class _Hub:
         if app is None or scope["type"] != "http":
             from starlette.responses import JSONResponse
 
-            from icebergdo.serve.rest.errors import error_body
+            from icebergdo.restcatalog.errors import error_body
 
             await JSONResponse(error_body(404, "NotFoundException", "no such catalog (its lakehouse was closed)"), status_code=404)(scope, receive, send)
             return

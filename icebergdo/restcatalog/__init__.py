@@ -7,10 +7,10 @@
     local.py     an in-process server on 127.0.0.1 (`lh.duckdb()`, tests, benchmarks)
 
 `rest_catalog_app(lh, settings)` is what `icebergdo serve` mounts at `/catalog`;
-`python -m icebergdo.serve.rest --config FILE --port N` runs it alone. docs/catalogs.md.
+`python -m icebergdo.restcatalog --config FILE --port N` runs it alone. docs/catalogs.md.
 """
 
-from icebergdo.serve.rest.app import RestCatalogService, rest_catalog_app, storage_config
-from icebergdo.serve.rest.settings import RestServeSettings, new_token, token_hash
+from icebergdo.restcatalog.app import RestCatalogService, rest_catalog_app, storage_config
+from icebergdo.restcatalog.settings import RestServeSettings, new_token, token_hash
 
 __all__ = ["RestCatalogService", "RestServeSettings", "new_token", "rest_catalog_app", "storage_config", "token_hash"]

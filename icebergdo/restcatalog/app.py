@@ -59,9 +59,9 @@ from icebergdo import commit, layout
 from icebergdo.config import Config
 from icebergdo.errors import BadInputError, ConfigError
 from icebergdo.iceberg.catalog import IcebergdoCatalog, sql_catalog
-from icebergdo.serve.rest.auth import READ_METHODS, Authenticator, AuthError, Principal
-from icebergdo.serve.rest.errors import RestError, error_response, to_response
-from icebergdo.serve.rest.settings import RestServeSettings
+from icebergdo.restcatalog.auth import READ_METHODS, Authenticator, AuthError, Principal
+from icebergdo.restcatalog.errors import RestError, error_response, to_response
+from icebergdo.restcatalog.settings import RestServeSettings
 from icebergdo.tables import DEFAULT_TABLE_PROPERTIES, Tables
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 
 from icebergdo import errors as ours
 from icebergdo.redact import safe_message, scrub
-from icebergdo.serve.rest.auth import AuthError
+from icebergdo.restcatalog.auth import AuthError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from icebergdo.serve.rest.settings import RestServeSettings, Scope, hash_matches
+from icebergdo.restcatalog.settings import RestServeSettings, Scope, hash_matches
 
 _PREFIX = "iat1"
 READ_METHODS = frozenset({"GET", "HEAD"})
