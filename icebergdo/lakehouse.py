@@ -173,14 +173,32 @@ class Lakehouse(Tables):
         return health(self, tables)
 
     # -- reading ---------------------------------------------------------------------------
-    def duckdb(self, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with one view per table, as of now (`events` is `events.raw`)."""
-        views = {}
-        for name in self.tables():
-            tbl = self.catalog.load_table(name)
-            if tbl.metadata.current_snapshot_id is not None:
-                views[name] = tbl.metadata_location
-        return duck.connect(self.config, views, database)
+    def duckdb(self, database: str = ":memory:", *, live: bool = True) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection that sees every table: `events`, `namespace.table`, `<catalog name>.ns.table`.
+
+        `live` (default): the catalog is `ATTACH`ed over the Iceberg REST protocol, so every query
+        sees the latest commit and tables created later, and DuckDB may INSERT into them. A
+        `type = "rest"` config attaches that catalog; a SQL catalog is served to DuckDB by an
+        in-process REST catalog on 127.0.0.1 (one per process, started on first use; docs/catalogs.md).
+        `live=False`: one `iceberg_scan` view per table with a snapshot, as of this call.
+        """
+        if not live:
+            views = {}
+            for name in self.tables():
+                tbl = self.catalog.load_table(name)
+                if tbl.metadata.current_snapshot_id is not None:
+                    views[name] = tbl.metadata_location
+            return duck.connect(self.config, views, database)
+        return duck.connect_catalog(self.config, self.catalog_endpoint(), database)
+
+    def catalog_endpoint(self) -> duck.CatalogEndpoint:
+        """The REST catalog other engines can attach for this lakehouse (an in-process one for a SQL catalog)."""
+        if self.config.is_rest:
+            return duck.CatalogEndpoint.from_config(self.config)
+        from icebergdo.restcatalog.local import local_endpoint  # the in-process server (see pyproject's layer contract)
+
+        uri, token = local_endpoint(self)
+        return duck.CatalogEndpoint(uri=uri, warehouse=self.config.warehouse, token=token)
 
     def query(self, sql: str, params: Any = None) -> pa.Table:
         """Convenience: run SQL over the DuckDB views and return Arrow."""

@@ -102,6 +102,8 @@ class Tables:
         """Every table in the catalog, as 'namespace.table'."""
         out = []
         for ns in self.catalog.list_namespaces():
+            if ns == (layout.SYSTEM_NAMESPACE,):  # our bookkeeping (maintenance leases on a REST catalog)
+                continue
             for ident in self.catalog.list_tables(ns):
                 out.append(".".join(ident))
         return sorted(out)

@@ -66,7 +66,7 @@ from icebergdo.errors import (
     BadNameError,
     IcebergdoError,
 )
-from icebergdo.iceberg import filters
+from icebergdo.iceberg import datafiles, filters
 from icebergdo.iceberg.schemas import fresh_schema
 from icebergdo.schema import parse_ts
 from icebergdo.tables import Tables
@@ -275,7 +275,7 @@ class Collection(FoldEngine):
         self.log = evolve(self.log, rows)
         data = conform(batch.sort_by([("_ts", "ascending")]), arrow_schema(self.log.schema()))
         try:
-            self.log.append(data, snapshot_properties={P_CHANGES: str(batch.num_rows)})
+            datafiles.append(self.log, data, {P_CHANGES: str(batch.num_rows)})  # our one write path: the ADR layout
         except (ValueError, TypeError) as e:
             raise BadInputError(f"{self.log_name}: batch does not fit the log schema: {e}") from None
         snap = self.log.current_snapshot()

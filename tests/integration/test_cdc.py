@@ -15,6 +15,8 @@ from icebergdo import BadInputError, BadNameError, Lakehouse, cdc
 from icebergdo.engines.duck import connect
 from tests.integration.test_cdc_property import plain_fold
 
+pytestmark = pytest.mark.rest_backend  # also on the `rest` backend (tests/conftest.py)
+
 DAY = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 
 
@@ -334,7 +336,9 @@ def test_cli_apply_show_snapshot_changes(tmp_path: Any, capsys: pytest.CaptureFi
     )
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"op": "insert", "id": "c", "ts": ts(3)}) + "\n" + json.dumps({"op": "nope", "id": "d"}) + "\n")
-    assert main(["--home", home, "init"]) == 0  # a --home that does not exist is refused (except by init/demo)
+    assert main(["--home", home, "cdc", "apply", "app", "things", str(bad)]) == 2  # no lakehouse there yet
+    assert "init" in capsys.readouterr().err
+    assert main(["--home", home, "init"]) == 0
     capsys.readouterr()
     assert main(["--home", home, "cdc", "apply", "app", "things", str(bad)]) == 3
     assert "bad.jsonl: line 2: field 'op'" in capsys.readouterr().err
@@ -346,8 +350,8 @@ def test_cli_apply_show_snapshot_changes(tmp_path: Any, capsys: pytest.CaptureFi
     assert [(r["id"], r["n"]) for r in rows] == [("b", 2)]
     assert main(["--home", home, "cdc", "snapshot", "app", "things", "--export"]) == 0
     assert "snapshots/" in capsys.readouterr().out
-    assert main(["--home", home, "cdc", "changes", "app", "things", "--format", "jsonl"]) == 0
-    assert [json.loads(line)["_op"] for line in capsys.readouterr().out.splitlines()] == ["insert", "insert", "delete"]
+    assert main(["--home", home, "cdc", "changes", "app", "things", "--json"]) == 0
+    assert [r["_op"] for r in json.loads(capsys.readouterr().out)] == ["insert", "insert", "delete"]
     assert main(["--home", home, "cdc", "apply", "events", "x", str(good)]) != 0
     assert "reserved" in capsys.readouterr().err
 
