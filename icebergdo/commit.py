@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import random
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -279,7 +280,9 @@ def commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S
     """A per-table writer lock in the catalog itself, so writers of one table queue instead of racing.
 
     PostgreSQL: a session advisory lock (released by the server if this process dies); SQLite: an
-    flock on a file beside the catalog database. Anything else, or a lock not obtained within
+    flock on a file beside the catalog database; a REST catalog (no database to lock in): an flock
+    in the temp folder keyed by catalog URI and table, so writers on one machine queue and writers
+    on others race as they would anyway. Anything else, or a lock not obtained within
     `timeout_s`, yields False and the append runs optimistically as it would without a lock: the
     lock only saves failed commits and backoff sleeps, the catalog's compare-and-swap is what
     keeps commits correct. The context yields True when it had to wait for the lock (the table
@@ -289,7 +292,7 @@ def commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S
     dialect = engine.dialect.name if engine is not None else ""
     if dialect == "postgresql":
         return lambda: _pg_lock(engine, _pg_key(identifier), timeout_s)
-    if (path := _lock_file(engine, identifier)) is not None:
+    if (path := _lock_file(catalog, identifier)) is not None:
         return lambda: _file_lock(path, timeout_s)
     return lambda: contextlib.nullcontext(False)
 
@@ -298,9 +301,15 @@ def _pg_key(identifier: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"icebergdo:{identifier}".encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def _lock_file(engine: Any, identifier: str) -> Path | None:
+def _lock_file(catalog: Any, identifier: str) -> Path | None:
+    """The flock file of a table's commit lock: beside a SQLite catalog, or per machine for a REST catalog."""
+    engine = getattr(catalog, "engine", None)
     if engine is not None and engine.dialect.name == "sqlite" and engine.url.database and engine.url.database != ":memory:":
         return Path(f"{engine.url.database}.{identifier}.lock")
+    uri = getattr(catalog, "uri", None)
+    if engine is None and isinstance(uri, str) and uri.startswith(("http://", "https://")):
+        digest = hashlib.blake2b(f"{uri}|{identifier}".encode(), digest_size=12).hexdigest()
+        return Path(tempfile.gettempdir()) / f"icebergdo-rest-{digest}.lock"
     return None
 
 
@@ -340,7 +349,7 @@ def exclusive_commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK
             finally:
                 con.close()
         return
-    path = _lock_file(engine, identifier)
+    path = _lock_file(catalog, identifier)
     if path is None:
         yield False
         return

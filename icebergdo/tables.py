@@ -47,6 +47,11 @@ DEFAULT_TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",
 }
 
+# 32 MiB: a full writer flush (max_bytes 128 MiB of Arrow) of typical events is ~24 MiB of zstd
+# Parquet (~65 B/event), >= 75 % of 32 MiB, so only files cut short by max_age or late events count
+# as small, and compaction merges those into files readers scan well (docs/maintenance.md).
+EVENTS_TABLE_PROPERTIES = {"write.target-file-size-bytes": str(32 * 1024 * 1024)}
+
 
 @dataclass(frozen=True)
 class AppendResult:
@@ -97,6 +102,8 @@ class Tables:
         """Every table in the catalog, as 'namespace.table'."""
         out = []
         for ns in self.catalog.list_namespaces():
+            if ns == (layout.SYSTEM_NAMESPACE,):  # our bookkeeping (maintenance leases on a REST catalog)
+                continue
             for ident in self.catalog.list_tables(ns):
                 out.append(".".join(ident))
         return sorted(out)
@@ -162,6 +169,7 @@ class Tables:
             data_path=layout.EVENTS_NAMESPACE,
             partition_spec=EVENT_PARTITION_SPEC,
             sort_order=EVENT_SORT_ORDER,
+            properties=EVENTS_TABLE_PROPERTIES,
         )
 
     # -- writing ---------------------------------------------------------------------------

@@ -335,9 +335,6 @@ class Writer:
             self._seq += 1
             return _Batch(seq=self._seq, batch_id=str(ULID()))
 
-    def _age_deadline(self) -> float | None:
-        return None if self._current.oldest is None else self._current.oldest + self.max_age
-
     def _seal_as_leader(self, reason: str) -> int:
         """Wait to be the leader, seal the current batch if it has events; the last sealed batch's seq."""
         with self._lock:

@@ -37,7 +37,7 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Properties
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
-from icebergdo.layout import FILE_PREFIX_PROPERTY
+from icebergdo.layout import FILE_PREFIX_PROPERTY, adr_write_properties, is_adr_table
 
 Part = tuple[PartitionKey | None, pa.Table]
 
@@ -140,7 +140,10 @@ def write_data_files(
         return []
     arrow_schema = parts[0][1].schema
     task_schema = pyarrow_to_schema(arrow_schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version)
-    if file_prefix:
+    if is_adr_table(metadata.properties):  # our LocationProvider, for this write only (see layout.PROVIDER_IMPL)
+        extra = {FILE_PREFIX_PROPERTY: file_prefix} if file_prefix else {}
+        metadata = metadata.model_copy(update={"properties": {**adr_write_properties(metadata.properties), **extra}})
+    elif file_prefix:
         metadata = metadata.model_copy(update={"properties": {**metadata.properties, FILE_PREFIX_PROPERTY: file_prefix}})
     write_uuid = write_uuid or uuid.uuid4()
     counter = itertools.count()

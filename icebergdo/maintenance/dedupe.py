@@ -1,23 +1,20 @@
 """Event-id deduplication across batches: which rows are later copies, for compaction and for a view.
 
 Webhook sources deliver at least once, so the same event (same `id`) can arrive again minutes or
-hours later, in another batch. A table opts in with two table properties (the contract shared
-with the ingest path, which drops duplicates *within* a batch before it commits):
-
-    icebergdo.dedupe         = "id"     the column that identifies an event
-    icebergdo.dedupe.window  = "24h"    how far apart two arrivals may be to count as one (default 24h)
-
-The rule, applied identically by compaction (`duplicates`) and by the `<table>_dedup` DuckDB view
-(`view_sql`), so a query gives the same rows before and after compaction:
+hours later, in another batch. A table opts in with the table properties of `icebergdo.dedupe`
+(`icebergdo.dedupe` = the id column, `icebergdo.dedupe.window` = e.g. `24h`; `lh.set_dedupe`),
+whose ingest path drops repeats *within* a batch before it commits. This module is the other
+half: repeats *across* batches, by the same rule, applied identically by compaction
+(`duplicates`) and by the de-duplicated DuckDB view (`view_sql`), so a query gives the same rows
+before and after compaction:
 
 - Rows are compared within one partition of the table (for `events.raw`, one hour of `ts`):
   copies whose `ts` fall in different partitions are different events.
 - Arrival order is `ingested_at`, then file order (the file's name without the `_compact-`
   prefix: a ULID, so the order files were written), then the row's position in its file.
-- A row is a duplicate, and removed, when the previous arrival of the same id in its partition
-  arrived at most `window` before it. The first arrival always stays; a copy arriving more than
-  `window` after the previous one is kept as a new event.
-- Rows whose id or `ingested_at` is null are never duplicates.
+- The first arrival of an id always stays. A later copy is removed when it arrived at most
+  `window` after that first arrival; one arriving later than that is kept as a new event.
+- Rows whose id is null are never duplicates; a copy without an `ingested_at` is one.
 
 Compaction removes duplicates from every partition it rewrites (`compact.py`): the key columns of
 *all* files of the partition are read, the later copies dropped from the rewritten files, and a
@@ -35,15 +32,14 @@ import pyarrow.compute as pc
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
 
-from icebergdo.errors import ConfigError
-from icebergdo.maintenance.common import parse_duration, table_name
+from icebergdo.dedupe import Dedupe
+from icebergdo.errors import ConfigError, IcebergdoError
+from icebergdo.maintenance.common import table_name
 
-DEDUPE_PROPERTY = "icebergdo.dedupe"
-WINDOW_PROPERTY = "icebergdo.dedupe.window"
-DEFAULT_WINDOW = "24h"
 ARRIVAL_COLUMN = "ingested_at"
 COMPACT_PREFIX = "_compact-"
 VIEW_SUFFIX = "_dedup"
+_NO_ARRIVAL = 2**63 - 1  # stands in for a first arrival without a time, so it is never carried into the next id
 
 
 @dataclass(frozen=True)
@@ -61,23 +57,19 @@ class DedupeSpec:
 
 def spec_of(table: Table) -> DedupeSpec | None:
     """The table's dedupe settings, or None when `icebergdo.dedupe` is not set; ConfigError names a bad one."""
-    column = (table.properties.get(DEDUPE_PROPERTY) or "").strip()
-    if not column:
-        return None
     name = table_name(table)
-    names = table.schema().column_names
-    if column not in names:
-        raise ConfigError(f"{name}: table property {DEDUPE_PROPERTY} = {column!r} names no column (columns: {', '.join(names)})")
-    if ARRIVAL_COLUMN not in names:
-        raise ConfigError(f"{name}: {DEDUPE_PROPERTY} needs an {ARRIVAL_COLUMN!r} column to tell the first arrival")
-    window = table.properties.get(WINDOW_PROPERTY, DEFAULT_WINDOW)
     try:
-        seconds = parse_duration(window, where=f"{name}: table property {WINDOW_PROPERTY}")
-    except Exception as e:  # noqa: BLE001 - BadInputError from the parser: this is configuration
-        raise ConfigError(str(e)) from None
-    if seconds < 0:
-        raise ConfigError(f"{name}: table property {WINDOW_PROPERTY} must not be negative")
-    return DedupeSpec(column, seconds)
+        setting = Dedupe.of(table.properties)
+    except IcebergdoError as e:
+        raise ConfigError(f"{name}: {e}") from None
+    if setting is None:
+        return None
+    names = table.schema().column_names
+    if setting.column not in names:
+        raise ConfigError(f"{name}: table property icebergdo.dedupe = {setting.column!r} names no column (columns: {', '.join(names)})")
+    if ARRIVAL_COLUMN not in names:
+        raise ConfigError(f"{name}: icebergdo.dedupe needs an {ARRIVAL_COLUMN!r} column to tell the first arrival")
+    return DedupeSpec(setting.column, setting.window.total_seconds())
 
 
 def file_order(path: str) -> str:
@@ -101,15 +93,16 @@ def duplicates(
     n = len(keys)
     if n < 2:
         return pa.array([False] * n, pa.bool_())
-    t = pa.table({"k": keys, "a": arrival, "f": files, "r": rows})
+    t = pa.table({"k": keys, "a": pc.cast(arrival, pa.int64()), "f": files, "r": rows})
     idx = pc.sort_indices(t, [(c, "ascending", "at_end") for c in ("k", "a", "f", "r")])
     s = t.take(idx)
-    k, a = s.column("k").combine_chunks(), s.column("a").combine_chunks().cast(pa.int64())
-    same = pc.and_(pc.equal(k.slice(1), k.slice(0, n - 1)), pc.is_valid(a.slice(0, n - 1)))
-    close = pc.less_equal(pc.subtract(a.slice(1), a.slice(0, n - 1)), window_us)
-    later = pc.fill_null(pc.and_(same, close), False)  # a null id or arrival is never a duplicate
-    drop_sorted = pa.concat_arrays([pa.array([False]), later])
-    return pc.take(drop_sorted, pc.sort_indices(idx))  # back to input positions: row idx[i] gets drop_sorted[i]
+    k, a = s.column("k").combine_chunks(), s.column("a").combine_chunks()
+    first = pa.concat_arrays([pa.array([True]), pc.fill_null(pc.not_equal(k.slice(1), k.slice(0, n - 1)), True)])
+    # Each id's first arrival, carried down its (contiguous) group of copies.
+    firsts = pc.fill_null_forward(pc.if_else(first, pc.fill_null(a, _NO_ARRIVAL), pa.scalar(None, pa.int64())))
+    within = pc.fill_null(pc.less_equal(pc.subtract(a, firsts), window_us), True)  # no arrival time: a copy
+    drop = pc.and_(pc.and_(pc.invert(first), k.is_valid()), within)
+    return pc.take(drop, pc.sort_indices(idx))  # back to input positions: row idx[i] gets drop[i]
 
 
 def _partition_sql(table: Table) -> list[str] | None:
@@ -141,24 +134,28 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def view_sql(table: Table, location: str) -> str | None:
-    """A DuckDB SELECT over `iceberg_scan(location)` with the later copies removed (the rule above).
+def view_sql(table: Table, source: str) -> str | None:
+    """A DuckDB SELECT over `source` (`iceberg_scan('...')` or an attached table) without the later copies.
 
-    None when the table does not dedupe, or its partition spec has no DuckDB equivalent.
+    `source` must offer DuckDB's `filename` and `file_row_number` columns (both do). None when the
+    table does not dedupe, or its partition spec has no DuckDB equivalent.
     """
     spec = spec_of(table)
     parts = _partition_sql(table)
     if spec is None or parts is None:
         return None
     k, a = _ident(spec.column), _ident(spec.arrival)
-    loc = location.replace("'", "''")
-    partition_by = ", ".join([k, *parts])
-    order = f"{a}, regexp_replace(_icebergdo_file, '^.*/({COMPACT_PREFIX})?', ''), _icebergdo_row"
+    window = f"PARTITION BY {', '.join([k, *parts])} ORDER BY {a} NULLS LAST, regexp_replace(_icebergdo_file, '^.*/({COMPACT_PREFIX})?', ''), _icebergdo_row"
     return (
-        f"WITH _icebergdo_rows AS (SELECT *, filename AS _icebergdo_file, file_row_number AS _icebergdo_row FROM iceberg_scan('{loc}')) "
-        f"SELECT * EXCLUDE (_icebergdo_file, _icebergdo_row, _icebergdo_prev) FROM ("
-        f"SELECT *, lag({a}) OVER (PARTITION BY {partition_by} ORDER BY {order}) AS _icebergdo_prev "
-        f"FROM _icebergdo_rows WHERE {k} IS NOT NULL AND {a} IS NOT NULL"
-        f") WHERE _icebergdo_prev IS NULL OR epoch_us({a}) - epoch_us(_icebergdo_prev) > {spec.window_us} "
-        f"UNION ALL SELECT * EXCLUDE (_icebergdo_file, _icebergdo_row) FROM _icebergdo_rows WHERE {k} IS NULL OR {a} IS NULL"
+        f"WITH _icebergdo_rows AS (SELECT *, filename AS _icebergdo_file, file_row_number AS _icebergdo_row FROM {source}) "
+        f"SELECT * EXCLUDE (_icebergdo_file, _icebergdo_row, _icebergdo_n, _icebergdo_first) FROM ("
+        f"SELECT *, row_number() OVER w AS _icebergdo_n, first_value({a}) OVER w AS _icebergdo_first "
+        f"FROM _icebergdo_rows WHERE {k} IS NOT NULL WINDOW w AS ({window})"
+        f") WHERE _icebergdo_n = 1 OR epoch_us({a}) - epoch_us(_icebergdo_first) > {spec.window_us} "
+        f"UNION ALL SELECT * EXCLUDE (_icebergdo_file, _icebergdo_row) FROM _icebergdo_rows WHERE {k} IS NULL"
     )
+
+
+def view_name(table: str) -> str:
+    """The de-duplicated view of `table` in the connection's own schema: `events_dedup`, `shop_orders_dedup`."""
+    return ("events" if table == "events.raw" else table.replace(".", "_")) + VIEW_SUFFIX

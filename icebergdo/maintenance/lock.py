@@ -1,4 +1,4 @@
-"""One maintainer per table, across processes and hosts: a lease row in the catalog's own database.
+"""One maintainer per table, across processes and hosts: a lease with an expiry.
 
 The invariant: while a maintainer works on a table, its row names it as owner with an expiry in
 the future, and no other maintainer takes the row unless that owner is certainly gone.
@@ -12,7 +12,14 @@ the future, and no other maintainer takes the row unless that owner is certainly
   next cron run for the whole TTL.
 - `acquire(wait=...)` polls for a busy lease instead of giving up at once.
 
-The same row remembers the last maintenance run (time and per-job summary) for `health`.
+The same record remembers the last maintenance run (time and per-job summary) for `health`.
+Two implementations of one contract (`Lease`), chosen by `table_lock` from the catalog:
+
+- SQL catalog: `TableLock`, a row in the catalog's own database (`icebergdo_locks`), with all of
+  the above;
+- any other (a REST catalog: R2 Data Catalog, Polaris, ours): `icebergdo.iceberg.leases.RefLease`,
+  a compare-and-swap through the Iceberg commit protocol alone (tags on a system table); it is
+  renewed between jobs and waited for by polling, and frees itself only by expiring.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from sqlalchemy import (
     Column,
@@ -43,6 +50,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from icebergdo.errors import LockBusyError
+from icebergdo.iceberg import leases
+
+if TYPE_CHECKING:
+    from icebergdo.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -287,3 +298,52 @@ def last_run(engine: Engine, catalog_name: str, table: str) -> tuple[float | Non
     if row is None or row.last_run_at is None:
         return None, None
     return float(row.last_run_at), json.loads(row.last_summary) if row.last_summary else None
+
+
+class Lease(Protocol):
+    """What maintenance needs of a per-table lease (both implementations have it)."""
+
+    table: str
+    owner: str
+    held: bool
+
+    def acquire(self) -> bool: ...
+    def refresh(self) -> None: ...
+    def release(self, summary: dict[str, Any] | None = None) -> None: ...
+
+
+def acquire(lease: Lease, wait: float = 0.0) -> bool:
+    """Take `lease`, polling for up to `wait` seconds while another live maintainer holds it."""
+    if isinstance(lease, TableLock):
+        return lease.acquire(wait=wait)
+    deadline = time.monotonic() + max(0.0, wait)
+    while not lease.acquire():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, WAIT_POLL_S * random.uniform(0.5, 1.0)))
+    return True
+
+
+def holder_of(lh: Tables, table: str) -> str | None:
+    """Who holds the table's maintenance lease now (None: nobody, or it expired)."""
+    engine = getattr(lh.catalog, "engine", None)
+    if engine is not None:
+        return current_holder(engine, lh.config.catalog_name, table)
+    return leases.current_holder(lh, table)
+
+
+def table_lock(lh: Tables, table: str, *, ttl: float = DEFAULT_TTL_S) -> Lease:
+    """The maintenance lease of `table`: a database row on a SQL catalog, else one kept through Iceberg commits."""
+    engine = getattr(lh.catalog, "engine", None)
+    if engine is not None:
+        return TableLock(engine, lh.config.catalog_name, table, ttl=ttl)
+    return leases.RefLease(lh, table, ttl=ttl)
+
+
+def last_run_of(lh: Tables, table: str) -> tuple[float | None, dict[str, Any] | None]:
+    """(when, summary) of the table's last recorded maintenance run, wherever this catalog keeps it."""
+    engine = getattr(lh.catalog, "engine", None)
+    if engine is not None:
+        return last_run(engine, lh.config.catalog_name, table)
+    return leases.last_run(lh, table)

@@ -6,8 +6,8 @@ DuckDB, the CDC log holds every change once, and the CDC state equals the last w
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
-import re
 import signal
 import time
 import uuid
@@ -135,7 +135,7 @@ def test_orphans_at_age_zero_never_break_concurrent_writers(lh: Lakehouse, confi
     try:
         for k, w in enumerate(writers):
             procs.wait_for(tmp_path / f"acks{k}.started", w)
-        maint = procs.icebergdo(cfg, "maintain", "--orphans", "--orphan-age", "0s", "--unsafe-orphan-age", "--every", "100ms")
+        maint = procs.icebergdo(cfg, "maintain", "--orphans", "--orphan-age", "0s", "--unsafe-orphan-age", "--every", "100ms", "--format", "jsonl", "--quiet")
         # Meanwhile, leftovers of "failed commits" appear: real orphans the rounds must delete.
         manifests = table_prefixes(lh.table("events.raw")).manifests
         io = lh.table("events.raw").io
@@ -147,15 +147,17 @@ def test_orphans_at_age_zero_never_break_concurrent_writers(lh: Lakehouse, confi
             strays.append((time.monotonic(), normalise(stray)))
             time.sleep(0.5)
         maint.send_signal(signal.SIGINT)  # between or inside a round: both must be safe
-        _, err = maint.communicate(timeout=60)
+        out, err = maint.communicate(timeout=60)
         stop.touch()
         outcomes = [w.communicate(timeout=120) for w in writers]
     finally:
         for p in [*writers, *([maint] if maint else [])]:
             procs.kill(p)
+    rounds_out = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    orphan_rounds = [r for r in rounds_out if r["step"] == "orphans"]
+    deleted = sum(r["files_in"] for r in orphan_rounds)
+    rounds = len(orphan_rounds)
     stderr = err.decode()
-    deleted = sum(int(n) for n in re.findall(r"deleting (\d+) orphan file", stderr))
-    rounds = stderr.count("events.raw: orphans")
     for k, (out, werr) in enumerate(outcomes):
         assert writers[k].returncode == 0 and b"closed" in out, f"writer {k} failed: {werr.decode()[-3000:]}"
     assert rounds >= 5, f"too few orphan rounds ran ({rounds}): {stderr[-2000:]}"

@@ -17,16 +17,20 @@ def drops(rows: list[tuple[str | None, int | None, str, int]], window_us: int = 
 
 
 def reference(rows: list[tuple[str | None, int | None, str, int]], window_us: int) -> list[bool]:
-    """The rule, row by row: drop when the previous arrival of the same id is at most the window earlier."""
+    """The rule, row by row: after an id's first arrival, a copy arriving at most the window later goes
+    (one without an arrival time too); null ids never go."""
     out = [False] * len(rows)
     by_key: dict[str, list[int]] = {}
-    for i, (k, a, _f, _r) in enumerate(rows):
-        if k is not None and a is not None:
+    for i, (k, _a, _f, _r) in enumerate(rows):
+        if k is not None:
             by_key.setdefault(k, []).append(i)
+    inf = float("inf")
     for idxs in by_key.values():
-        idxs.sort(key=lambda i: (rows[i][1], rows[i][2], rows[i][3]))
-        for prev, cur in zip(idxs, idxs[1:], strict=False):
-            out[cur] = rows[cur][1] - rows[prev][1] <= window_us
+        idxs.sort(key=lambda i: (rows[i][1] if rows[i][1] is not None else inf, rows[i][2], rows[i][3]))
+        first = rows[idxs[0]][1]
+        for cur in idxs[1:]:
+            a = rows[cur][1]
+            out[cur] = a is None or first is None or a - first <= window_us
     return out
 
 
@@ -36,12 +40,13 @@ def test_first_arrival_stays_and_later_copies_go() -> None:
     assert drops(rows) == [True, True, False, False]
 
 
-def test_window_chains_and_nulls() -> None:
+def test_window_counts_from_the_first_arrival_and_nulls() -> None:
     rows = [("x", 0, "F", 0), ("x", 20 * H, "F", 1), ("x", 40 * H, "F", 2), ("y", 0, "F", 3), ("y", 30 * H, "F", 4),
             (None, 0, "F", 5), (None, 0, "F", 6), ("z", None, "F", 7), ("z", None, "F", 8)]
-    # x: 20h after the first (within 24h) → dup; 40h is 20h after the previous arrival → dup too.
-    # y: 30h after its first arrival → a new event. Null ids / arrivals are never duplicates.
-    assert drops(rows) == [False, True, True, False, False, False, False, False, False]
+    # x: 20h after the first (within 24h) → a copy; 40h after the first → a new event.
+    # y: 30h after its first arrival → a new event. Null ids are never copies; without arrival
+    # times the first in file order stays and the rest are copies.
+    assert drops(rows) == [False, True, False, False, False, False, False, False, True]
     assert drops([("k", 0, "F", 0), ("k", 0, "F", 1)], window_us=0) == [False, True]  # same arrival, window 0
 
 
