@@ -160,6 +160,7 @@ def test_chaos_writers_cdc_and_maintenance_under_sigkill(lh: Lakehouse, config: 
         for p in [*writers, maint, *([applier.proc] if applier.proc else [])]:
             procs.kill(p)
     assert not errors, errors
+    print(f"chaos: {CHAOS_SECONDS}s, SIGKILLs {kills}, change files applied {len(applier.done)} (re-runs after a kill: {applier.killed_runs})")
     assert kills["writer"] >= 2 and kills["maintain"] + kills["cdc"] >= 2, kills
 
     # Recovery a user would run: replay the WAL folders (the CDC file in flight was re-run above), repair.
@@ -174,6 +175,7 @@ def test_chaos_writers_cdc_and_maintenance_under_sigkill(lh: Lakehouse, config: 
     # Events: every acknowledged one exactly once.
     acked = procs.acked(ack_files)
     assert len(acked) > 500
+    print(f"chaos: {len(acked)} events acknowledged by {len(ack_files)} writer processes")
     total, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
     assert total == distinct, f"{total - distinct} events committed twice"
     ids = {r[0] for r in con.execute("SELECT id FROM events").fetchall()}
