@@ -1,7 +1,7 @@
 """Maintenance benchmarks, measured side by side in one run.
 
 (a) Compaction throughput at the defaults a user gets (`maintain --compact`: min-input-files 5,
-    target 512 MiB) next to a raw pyarrow read + write of the same files (same codec, one output
+    the table's target file size: 32 MiB for events tables) next to a raw pyarrow read + write of the same files (same codec, one output
     per partition) in the same run, alternating which goes first; medians of `--reps` runs.
     Target: compaction >= 0.7x raw on every shape. The input is what `lh.append_events` makes of a
     stream: events WITHOUT ids (icebergdo assigns them), ~300-byte JSON payloads, spread over
@@ -146,7 +146,7 @@ def bench_compaction(root: Path, shapes: list[str], batches: int, rows: int, hou
                 if which == "compaction":
                     (rep,) = maintain(lh, ["events.raw"], ["compact"], progress=None)
                     comp.append(rep.bytes_in / (time.perf_counter() - t0) / 1e6)
-                    assert rep.files_in == files and rep.files_out == len(by_part), rep
+                    assert rep.files_in == files and rep.files_out >= len(by_part), rep
                 else:
                     raw_read_write(by_part, out, sort=which == "raw + sort")
                     (raw if which == "raw" else raw_sorted).append(size / (time.perf_counter() - t0) / 1e6)
