@@ -152,12 +152,14 @@ def plan_groups(
             continue
         end = partition_end(specs[spec_id], partition)
         rollup = rollup_after is not None and end is not None and end <= now - timedelta(seconds=rollup_after)
-        everything = [t.file for t in tasks]
+        # In order of their time lower bound, so a partition split into several outputs gets outputs
+        # covering successive time ranges (readers prune by them) and each merge has fewer overlaps.
+        everything = _by_lower_bound(table, [t.file for t in tasks], sort_columns(table))
         if rollup:
             if len(everything) >= 2:
                 groups += [Group(spec_id, partition, b, rollup=True, partition_files=everything) for b in _bins(everything, target_size)]
             continue
-        files = [t.file for t in tasks if t.file.file_size_in_bytes < small]
+        files = [f for f in everything if f.file_size_in_bytes < small]
         if len(files) >= max(2, min_input_files):
             groups += [Group(spec_id, partition, b, partition_files=everything) for b in _bins(files, target_size)]
     if skipped_deletes:
@@ -175,7 +177,7 @@ def _bins(files: list[DataFile], target_size: int) -> list[list[DataFile]]:
     """
     bins: list[list[DataFile]] = [[]]
     size = 0
-    for f in sorted(files, key=lambda f: f.file_path):
+    for f in files:  # in the caller's order
         if bins[-1] and size + f.file_size_in_bytes > target_size:
             bins.append([])
             size = 0

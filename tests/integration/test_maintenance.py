@@ -499,7 +499,7 @@ def _ev(eid: str, ts: datetime, ingested: datetime, note: str) -> dict:
     return {"id": eid, "ts": ts, "type": "webhook", "ingested_at": ingested, "payload": {"note": note}}
 
 
-DEDUP = "SELECT id, ts, ingested_at, payload FROM events_dedup ORDER BY id, ts"
+DEDUP = "SELECT id, ts, ingested_at, payload FROM events_dedup ORDER BY id, ts, ingested_at"
 EVERYTHING = "SELECT id, ts, ingested_at, payload FROM events ORDER BY id, ts, ingested_at"
 
 
