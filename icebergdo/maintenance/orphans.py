@@ -12,11 +12,10 @@ files. In-flight commits are protected by the age window (`orphan_age`, default 
 younger than it is never touched. Below a floor of one hour that protection is too thin to rely
 on, so a shorter window is refused unless asked for explicitly (`unsafe_orphan_age`), and then
 the final re-read and the deletes happen while holding the table's commit lock, the one every
-icebergdo append holds from writing its files to its catalog commit: no such commit can be in
-flight then. Data files are additionally kept while a writer could still commit them (the table's
-commit timeout plus the lock wait), for writers that write them before taking the lock. Commits
-that do not take the lock (CDC state folds, Spark, other engines) are protected only by the
-window: do not go below the floor while they write.
+icebergdo append holds from writing its data files to its catalog commit: no such commit can be
+in flight then. (A writer that wrote data files before taking the lock would lose them here: the
+age window is all that protects files of commits that do not hold the lock from their first
+write — CDC state folds, Spark, other engines. Do not go below the floor while they write.)
 
 Safety of the prefixes: each must look like this table's (under the warehouse, not the warehouse
 or the catalog root; metadata under the table's location); files under any *other* table's prefix
@@ -30,8 +29,7 @@ import posixpath
 import time
 from collections.abc import Callable
 
-from pyiceberg.table import Table, TableProperties
-from pyiceberg.utils.properties import property_as_int
+from pyiceberg.table import Table
 
 from icebergdo import commit
 from icebergdo.errors import BadInputError, UnsafeOperationError, UnsafePrefixError
@@ -46,10 +44,6 @@ from icebergdo.maintenance.common import (
 )
 from icebergdo.maintenance.reachable import referenced_by_history
 from icebergdo.store import FileInfo, Store, is_under, normalise
-
-# Object stores report modification times in whole seconds, and their clock is not ours: a file
-# this young is never an orphan, whatever the window.
-MTIME_MARGIN_S = 2.0
 
 
 def check_prefixes(name: str, prefixes: TablePrefixes, location: str, warehouse: str) -> None:
@@ -81,12 +75,6 @@ def check_age(name: str, older_than_s: float, unsafe: bool) -> None:
             "still in flight could be deleted; pass --unsafe-orphan-age (MaintenanceOptions(unsafe_orphan_age=True)) "
             "if every writer of this table is an icebergdo append"
         )
-
-
-def in_flight_data_s(table: Table) -> float:
-    """How long after writing a data file a writer may still commit it: its commit timeout plus the lock wait."""
-    total_ms = property_as_int(table.properties, TableProperties.COMMIT_TOTAL_RETRY_TIME_MS, TableProperties.COMMIT_TOTAL_RETRY_TIME_MS_DEFAULT)
-    return (total_ms or 0) / 1000 + commit.LOCK_TIMEOUT_S
 
 
 def remove_orphans(
@@ -129,12 +117,7 @@ def remove_orphans(
     refs = referenced_by_history(table.metadata, table.io, table.metadata_location)
     referenced = refs.all()
     unreferenced = [info for path, info in listed.items() if path not in referenced and posixpath.basename(path) != VERSION_HINT]
-    cutoff = listed_at - max(older_than_s, MTIME_MARGIN_S)
-    orphans = [i for i in unreferenced if i.mtime < cutoff]
-    if below_floor:  # data files a writer may have written before taking the commit lock
-        data_cutoff = listed_at - in_flight_data_s(table)
-        meta = [prefixes.metadata, prefixes.manifests]
-        orphans = [i for i in orphans if i.mtime < data_cutoff or any(is_under(i.path, m) for m in meta)]
+    orphans = [i for i in unreferenced if i.mtime < listed_at - older_than_s]
     report.details["listed"] = len(listed)
     report.details["unreferenced"] = len(unreferenced)
     report.details["unreferenced_bytes"] = sum(i.size for i in unreferenced)
