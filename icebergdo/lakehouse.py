@@ -22,6 +22,7 @@ from icebergdo.engines import duck
 from icebergdo.maintenance import MaintenanceOptions, StepReport, health, maintain
 from icebergdo.schema import to_events
 from icebergdo.tables import AppendResult, Tables
+from icebergdo.upkeep import Upkeep
 from icebergdo.writer import Writer
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class Lakehouse(Tables):
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         super().__init__(config, catalog)
         self.on_commit(CdcRouter(self))  # cdc.* / collection.* events → their collections (docs/cdc.md)
+        self.upkeep = Upkeep(self)  # streaming tables keep themselves bounded (docs/writer.md, "Table upkeep")
+        self.on_commit(self.upkeep)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -67,7 +70,7 @@ class Lakehouse(Tables):
     def writer(self, table: str = layout.EVENTS_TABLE, **options: Any) -> Writer:
         """A buffered, thread-safe writer (context manager): few commits from many appends.
 
-        Options: max_rows, max_bytes, max_age, wal_dir / durable, unknown, block_timeout, ...
+        Options: max_rows, max_bytes, max_age, wal_dir / durable, unknown, block_timeout, upkeep, ...
         (see `icebergdo.writer.Writer` and docs/writer.md).
         """
         return Writer(self, table, **options)
