@@ -171,10 +171,15 @@ def committed_batch_ids(table: Table, since_ms: int | None = None) -> set[str]:
     return out
 
 
-def find_batch(table: Table, batch_id: str) -> Snapshot | None:
-    """The snapshot that committed `batch_id`, newest first; None if it is not in the history."""
+def find_batch(table: Table, batch_id: str, writer_id: str | None = None, seq: int | None = None) -> Snapshot | None:
+    """The snapshot that committed `batch_id` (or batch `seq` of `writer_id`), newest first; None if it
+    is not in the history."""
+    wanted_seq = str(seq) if writer_id and seq is not None else None
     for snap in sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True):
-        if snap.summary and snap.summary.additional_properties.get(BATCH_ID) == batch_id:
+        props = snap.summary.additional_properties if snap.summary else {}
+        if props.get(BATCH_ID) == batch_id:
+            return snap
+        if wanted_seq is not None and props.get(WRITER_SEQ) == wanted_seq and props.get(WRITER_ID) == writer_id:
             return snap
     return None
 
@@ -189,7 +194,7 @@ def landed(table: Table, batch_id: str, writer_id: str | None = None, seq: int |
     if writer_id and seq is not None:
         known = ledger.is_committed(table.metadata.properties, writer_id, seq)
         if known is not None:
-            return known, find_batch(table, batch_id) if known else None
+            return known, find_batch(table, batch_id, writer_id, seq) if known else None
     if history:
         snap = find_batch(table, batch_id)
         return snap is not None, snap
@@ -372,7 +377,7 @@ def append_idempotent(
         except datafiles.AlreadyCommitted:
             datafiles.delete_files(table.io, prepared.files if prepared else [])  # ours were never referenced
             table = call_with_retry(load_table, what=f"{what}: loading the table", policy=policy, config=config)
-            return already(table, attempt, find_batch(table, batch_id), "is already in the ledger")
+            return already(table, attempt, find_batch(table, batch_id, writer_id, writer_seq), "is already in the ledger")
         except transient as e:
             last = e
             if isinstance(e, CommitFailedException) or not committing:

@@ -31,7 +31,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortOrder
 
-from icebergdo import commit, layout
+from icebergdo import commit, layout, ledger
 from icebergdo.config import Config
 from icebergdo.errors import BadInputError, ConfigError, NoSuchTableError
 from icebergdo.iceberg import datafiles, properties
@@ -256,6 +256,8 @@ class Tables:
         upkeep (`icebergdo.upkeep`) from running for this commit.
         """
         table = commit.call_with_retry(lambda: self.table(name), what=f"{name}: loading the table", config=self.config)
+        if writer_seq is not None and not (writer_id and ledger.is_writer_id(writer_id)):
+            raise BadInputError(f"{name}: a writer_seq needs a writer_id that is a ULID (the ledger key), got {writer_id!r}")
         if batch.num_rows == 0:
             return AppendResult(name, None, 0, 0, upkeep=upkeep)
         if upkeep and is_streaming(name, table):

@@ -52,6 +52,7 @@ from ulid import ULID
 
 from icebergdo import commit, layout, ledger
 from icebergdo.commit import BATCH_ID, WRITER_ID, committed_batch_ids
+from icebergdo.config import Config
 from icebergdo.errors import (
     BackpressureError,
     BadInputError,
@@ -694,10 +695,9 @@ class Writer:
                  ", ".join(n for n in schema.names if n not in known), self.table_name)
 
 
-def wal_root(tables: Tables) -> Path:
+def wal_root(config: Config) -> Path:
     """Where default WAL folders live: `{home}/wal` for an embedded lakehouse, else a per-catalog
     folder in the user's state dir (`$XDG_STATE_HOME/icebergdo/wal/{hash of catalog + warehouse}`)."""
-    config = tables.config
     if config.home is not None:
         return config.home / "wal"
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
@@ -707,7 +707,7 @@ def wal_root(tables: Tables) -> Path:
 
 def default_wal_dir(tables: Tables, table: str) -> Path:
     """The root of `table`'s default WAL folders: `{wal_root}/{table}/{writer id}/` (see `wal.claim`)."""
-    return wal_root(tables) / table
+    return wal_root(tables.config) / table
 
 
 def rows_to_table(rows: Any, schema: pa.Schema) -> pa.Table:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 COMMAND_MODULES = [
     "icebergdo.cli.core",
     "icebergdo.cli.ingest",
+    "icebergdo.cli.wal",
     "icebergdo.cli.maintain",
     "icebergdo.cli.spark",
     "icebergdo.cli.cdc",

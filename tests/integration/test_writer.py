@@ -292,24 +292,3 @@ def test_append_events_retry_after_routing_failure_adds_nothing(lh: Lakehouse, m
     lh.append_events(_cdc_events(4)[3:], batch_id="01JBATCHRETRYTEST000000001")
     assert lh.query("SELECT count(*) AS n FROM app.users").to_pylist() == [{"n": 4}]
     assert counts(lh) == (14, 14)
-
-
-def test_torn_wal_segment_keeps_every_complete_batch(tmp_path) -> None:
-    """A segment cut anywhere (crash mid-write) yields exactly its complete record batches."""
-    from icebergdo.schema import to_events
-    from icebergdo.wal import SegmentWriter, read_segment
-
-    path = tmp_path / "01JAAAAAAAAAAAAAAAAAAAAAAA.0000.arrow"
-    seg = SegmentWriter(path, to_events([event(0)]).schema)
-    ends = []
-    for b in range(5):
-        seg.write(to_events([event(b * 10 + i) for i in range(10)]))
-        seg.sync()
-        ends.append(path.stat().st_size)
-    seg.close()
-    data = path.read_bytes()
-    for cut in sorted({0, 7, ends[0] - 1, ends[0], ends[0] + 3, ends[2] - 5, ends[2], len(data) - 1, len(data)}):
-        path.write_bytes(data[:cut])
-        table = read_segment(path)
-        complete = sum(1 for e in ends if e <= cut)
-        assert (0 if table is None else table.num_rows) == 10 * complete, cut
