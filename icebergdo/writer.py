@@ -343,10 +343,11 @@ class Writer:
             self._closing = True  # no new events from here on; let the ones already queued land first
             self._leader_cv.wait_for(lambda: not self._inbox and not self._leader)
         error: BaseException | None = None
+        rejected: RejectedBatchError | None = None
         try:
             self.flush(timeout=self.close_timeout)
-        except RejectedBatchError:
-            pass  # raised below, once the threads are stopped and the folders released
+        except RejectedBatchError as e:
+            rejected = e  # raised below, once the threads are stopped and the folders released
         except BaseException as e:  # noqa: BLE001 - reported below, after the threads are stopped
             error = e
         with self._lock:
@@ -372,6 +373,8 @@ class Writer:
                 else "lost: this writer was not durable"
             )
             raise StorageError(f"writer closed with {pending} event(s) not committed ({where}): {error}") from error
+        if rejected is not None:
+            raise rejected
         self._raise_rejections()
 
     def stats(self) -> WriterStats:
@@ -626,7 +629,7 @@ class Writer:
 
     def _reject(self, batch: _Batch, error: BaseException) -> None:
         """Set a batch that can never commit aside (dead letter) and say how to look at it."""
-        reason = commit.describe(error)
+        reason = commit.describe(error).rstrip(".")
         if batch.wal is not None:
             folder = batch.wal.reject(batch.seq, batch.batch_id, batch.paths, {
                 "reason": reason, "error": type(error).__name__, "table": self.table_name, "writer_id": batch.writer_id,
