@@ -195,7 +195,7 @@ def landed(table: Table, batch_id: str, writer_id: str | None = None, seq: int |
         known = ledger.is_committed(table.metadata.properties, writer_id, seq)
         if known is not None:
             return known, find_batch(table, batch_id, writer_id, seq) if known else None
-    if history:
+    if history:  # by batch id only: a writer's sequence numbers may restart after its entry was pruned
         snap = find_batch(table, batch_id)
         return snap is not None, snap
     return False, None

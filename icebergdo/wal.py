@@ -251,15 +251,19 @@ class WriteAheadLog:
 
     def renumber(self, batch: LeftoverBatch, seq: int) -> None:
         """Give a batch of an older WAL version its sequence number (rename its files, durably)."""
+        batch.paths, batch.seq = self.rename(batch.paths, batch.batch_id, seq), seq
+
+    def rename(self, paths: list[Path], batch_id: str, seq: int) -> list[Path]:
+        """Move a batch's segments to sequence number `seq`, durably; the new paths (open files stay valid)."""
         new_paths = []
-        for p in batch.paths:
+        for p in paths:
             parsed = parse_segment_name(p.name)
             assert parsed is not None
-            target = self.segment_path(seq, batch.batch_id, parsed[2])
+            target = self.segment_path(seq, batch_id, parsed[2])
             os.replace(p, target)
             new_paths.append(target)
         _fsync_dir(self.folder)
-        batch.paths, batch.seq = new_paths, seq
+        return new_paths
 
     def delete(self, paths: list[Path]) -> None:
         for p in paths:
@@ -412,8 +416,11 @@ def claim(root: str | os.PathLike[str], table: str) -> tuple[WriteAheadLog, list
             adopted.append(wal)
         else:
             wal.close()
-    if own is None:
-        own = WriteAheadLog(root_path / str(ULID()), table=table)
+    while own is None:
+        try:
+            own = WriteAheadLog(root_path / str(ULID()), table=table)
+        except WalLockedError:
+            continue  # another writer starting right now took the new folder before we locked it: it is theirs
     return own, adopted
 
 

@@ -241,6 +241,9 @@ class Writer:
 
         if self._wal is not None:
             try:
+                # Read the ledger only now that the folders are locked: a writer that held one of them
+                # until a moment ago may have committed meanwhile, and our numbers must follow its.
+                target = tables.table(table)
                 self._replay(target.metadata.properties, self._wal, own=True)
                 for wal in adopted:
                     self._replay(target.metadata.properties, wal, own=False)
@@ -665,9 +668,26 @@ class Writer:
             self.table_name, data, batch_id=batch.batch_id, writer_id=batch.writer_id,
             writer_seq=batch.seq if batch.wal is not None else None, upkeep=self.upkeep,
         )
+        if result.already_committed and not batch.replayed and batch.attempts == 1 and batch.wal is not None:
+            self._renumber(batch)  # never tried before, yet "committed": its number was stale, not its data
         if result.already_committed:
             log.info("writer %s: batch %s #%s already committed; not committing it again", self.writer_id, batch.batch_id, batch.seq)
         self._finish(batch, t0, files=result.files, skipped=result.already_committed)
+
+    def _renumber(self, batch: _Batch) -> None:
+        """Defence in depth: a batch this writer made, never tried, found in the ledger. Another holder of
+        this writer id committed that number (the ledger is ahead of us): give the batch (and every
+        later one) numbers above the ledger and retry; its events are never dropped."""
+        assert batch.wal is not None and batch.seq is not None
+        upto = ledger.committed_upto(self.tables.table(self.table_name).metadata.properties, batch.writer_id) or 0
+        with self._lock:
+            new = max(upto + 1, self._next_seq)
+            self._next_seq = new + 1
+        log.error("writer %s: batch %s was numbered %d but the ledger is already at %d; renumbering it %d",
+                  self.writer_id, batch.batch_id, batch.seq, upto, new)
+        batch.paths = batch.wal.rename(batch.paths, batch.batch_id, new)
+        batch.seq = new
+        raise StorageError(f"batch {batch.batch_id} renumbered {new} (the ledger was ahead of this writer); committing it again")
 
     def _finish(self, batch: _Batch, t0: float, *, files: int | None, skipped: bool) -> None:
         if batch.wal is not None:

@@ -139,3 +139,17 @@ def test_ledger_entries_of_gone_writers_are_pruned(lh: Lakehouse) -> None:
     assert ledger.key(gone) not in props
     assert props[ledger.key(alive)].startswith("3@") and props["app.note"] == "kept"
     assert lh.upkeep.stats().ledger_pruned == 1
+
+
+def test_a_fresh_batch_behind_the_ledger_is_renumbered_never_dropped(lh: Lakehouse, tmp_path: Path) -> None:
+    """Defence in depth: if the ledger is ahead of a writer (another holder of its id committed those
+    numbers), its new batches are renumbered above the ledger and committed, not mistaken for done."""
+    with lh.writer(wal_dir=tmp_path / "wal", max_age=60, upkeep=False) as w:
+        with lh.events_table().transaction() as tx:  # what another holder of this writer id would have left
+            tx.set_properties({ledger.key(w.writer_id): ledger.encode(10, int(time.time() * 1000))})
+        w.extend([event(i) for i in range(20)])
+        w.flush(timeout=60)
+        st = w.stats()
+    assert st.commits == 1 and st.skipped_batches == 0 and st.retries == 1
+    assert counts(lh) == (20, 20)
+    assert ledger.committed_upto(lh.events_table().metadata.properties, w.writer_id) == 11
