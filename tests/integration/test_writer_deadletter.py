@@ -97,9 +97,8 @@ def test_wal_drop_deletes_a_rejected_batch(lh: Lakehouse, config: Config, tmp_pa
     folder = tmp_path / "wal"
     lh.events_table()
     left_by_keep_ingest(folder)
-    with pytest.raises(RejectedBatchError):
-        with lh.writer(wal_dir=folder, max_age=60):
-            pass
+    with pytest.raises(RejectedBatchError), lh.writer(wal_dir=folder, max_age=60):
+        pass
     args = cli_args(config, tmp_path)
     assert main([*args, "wal", "drop", "--wal", str(folder)]) == 1  # says which batch, or --all
     assert main([*args, "wal", "drop", "01JN0SUCHBATCH000000000001", "--wal", str(folder)]) == 7
