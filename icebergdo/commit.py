@@ -73,13 +73,15 @@ _stats: Counter[str] = Counter()
 _stats_lock = threading.Lock()
 
 
-def _count(key: str, n: int = 1) -> None:
+def _count(key: str, n: float = 1) -> None:
     with _stats_lock:
-        _stats[key] += n
+        _stats[key] += n  # type: ignore[assignment]
 
 
-def stats(reset: bool = False) -> dict[str, int]:
-    """Counters since start (or the last reset): `pyiceberg_conflict_retries`, `retries`, `already_committed`, `commits`."""
+def stats(reset: bool = False) -> dict[str, float]:
+    """Counters since start (or the last reset): `pyiceberg_conflict_retries`, `retries`, `already_committed`,
+    `commits`, and seconds spent `upload_s` (writing data files, outside the lock), `lock_wait_s` (queueing
+    for the commit lock) and `locked_s` (holding it: re-validation and the metadata commit)."""
     with _stats_lock:
         out = dict(_stats)
         if reset:
@@ -359,12 +361,17 @@ def append_idempotent(
                     return already(table, attempt - 1, snap, f"of attempt {attempt - 1} had landed after all")
         committing = False
         try:
+            t0 = time.monotonic()
             if prepared is None or not datafiles.still_valid(table.metadata, prepared):
                 if prepared is not None:
                     datafiles.delete_files(table.io, prepared.files)
                 prepared = datafiles.write_append(table, batch)  # the uploads: outside the lock
+            _count("upload_s", time.monotonic() - t0)
             _pauses.wait(what)  # an upkeep round of this process is committing: let it finish (bounded)
+            t1 = time.monotonic()
             with lock() if lock is not None else contextlib.nullcontext(False) as waited:
+                t2 = time.monotonic()
+                _count("lock_wait_s", t2 - t1)
                 if waited or (current_location is not None and current_location() != table.metadata_location):
                     table = table.refresh()  # others committed while we uploaded or queued
                 if not datafiles.still_valid(table.metadata, prepared):
@@ -373,7 +380,10 @@ def append_idempotent(
                 if guard is not None:  # "W committed up to seq", stamped now (pruning needs the time)
                     ledger_update = {ledger_key: ledger.encode(guard.seq, int(time.time() * 1000))}
                 committing = True
-                table = datafiles.commit_append(table, prepared, props, set_properties=ledger_update, guard=guard)
+                try:
+                    table = datafiles.commit_append(table, prepared, props, set_properties=ledger_update, guard=guard)
+                finally:
+                    _count("locked_s", time.monotonic() - t2)
         except datafiles.AlreadyCommitted:
             datafiles.delete_files(table.io, prepared.files if prepared else [])  # ours were never referenced
             table = call_with_retry(load_table, what=f"{what}: loading the table", policy=policy, config=config)

@@ -3,12 +3,18 @@
 - SQLite is switched to WAL with a busy timeout, so several processes can share one file.
 - After every successful commit, `metadata/version-hint.text` names the current metadata file,
   so readers that open a table by its folder (DuckDB `iceberg_scan('<folder>')`) find it.
+- A commit does not re-read metadata the committer already holds: pyiceberg's `commit_table`
+  loads the current table (catalog row + metadata file) to apply the updates to; when the row
+  still names the committer's own metadata file (metadata files are immutable), that table is
+  used as it is. This is one read and parse of metadata.json less per commit, inside the table's
+  commit lock, where every millisecond is paid by every waiting writer.
 """
 
 from __future__ import annotations
 
 import logging
 import posixpath
+import threading
 from typing import Any
 
 from pyiceberg.catalog import Catalog
@@ -26,6 +32,7 @@ from icebergdo.redact import redact_uri, scrub
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_committing = threading.local()  # the table a commit_table call in this thread was handed
 VERSION_HINT = "version-hint.text"
 METADATA_SUFFIX = ".metadata.json"
 
@@ -58,9 +65,20 @@ class IcebergdoCatalog(SqlCatalog):
     def commit_table(
         self, table: Table, requirements: tuple[TableRequirement, ...], updates: tuple[TableUpdate, ...]
     ) -> CommitTableResponse:
-        response = super().commit_table(table, requirements, updates)
+        _committing.table = table
+        try:
+            response = super().commit_table(table, requirements, updates)
+        finally:
+            _committing.table = None
         self._write_version_hint(table.io, response.metadata_location)
         return response
+
+    def load_table(self, identifier: str | tuple[str, ...]) -> Table:
+        held = getattr(_committing, "table", None)
+        if held is not None and tuple(held.name()) == Catalog.identifier_to_tuple(identifier):
+            if self.metadata_location_of(".".join(held.name())) == held.metadata_location:
+                return held  # still current: the metadata we hold is the file the catalog names
+        return super().load_table(identifier)
 
     def metadata_location_of(self, identifier: str) -> str | None:
         """The table's current metadata location from the catalog row: one query, no file read.
