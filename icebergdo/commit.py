@@ -36,7 +36,6 @@ import os
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,13 +68,13 @@ LOCK_TIMEOUT_S = 60.0
 
 # Process-wide counters, for benchmarks and logs: conflict retries pyiceberg did, retries we did,
 # batches found already committed.
-_stats: Counter[str] = Counter()
+_stats: dict[str, float] = {}
 _stats_lock = threading.Lock()
 
 
 def _count(key: str, n: float = 1) -> None:
     with _stats_lock:
-        _stats[key] += n  # type: ignore[assignment]
+        _stats[key] = _stats.get(key, 0) + n
 
 
 def stats(reset: bool = False) -> dict[str, float]:

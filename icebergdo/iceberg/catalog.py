@@ -75,9 +75,12 @@ class IcebergdoCatalog(SqlCatalog):
 
     def load_table(self, identifier: str | tuple[str, ...]) -> Table:
         held = getattr(_committing, "table", None)
-        if held is not None and tuple(held.name()) == Catalog.identifier_to_tuple(identifier):
-            if self.metadata_location_of(".".join(held.name())) == held.metadata_location:
-                return held  # still current: the metadata we hold is the file the catalog names
+        if (
+            held is not None
+            and tuple(held.name()) == Catalog.identifier_to_tuple(identifier)
+            and self.metadata_location_of(".".join(held.name())) == held.metadata_location
+        ):
+            return held  # still current: the metadata we hold is the file the catalog names
         return super().load_table(identifier)
 
     def metadata_location_of(self, identifier: str) -> str | None:
