@@ -292,3 +292,32 @@ def test_append_events_retry_after_routing_failure_adds_nothing(lh: Lakehouse, m
     lh.append_events(_cdc_events(4)[3:], batch_id="01JBATCHRETRYTEST000000001")
     assert lh.query("SELECT count(*) AS n FROM app.users").to_pylist() == [{"n": 4}]
     assert counts(lh) == (14, 14)
+
+
+def test_a_full_buffer_refuses_at_once_when_asked_not_to_block(lh: Lakehouse, tmp_path, monkeypatch) -> None:
+    """For a server: `block_timeout=0` turns a full buffer into an immediate BackpressureError, and
+    `extend` returns only once its events are durable, with `stats().accepted` covering them."""
+    down = threading.Event()
+    down.set()
+    real_append = LakehouseClass.append
+
+    def flaky_append(self, *args, **kwargs):
+        if down.is_set():
+            raise StorageError("injected: object store unreachable")
+        return real_append(self, *args, **kwargs)
+
+    monkeypatch.setattr(LakehouseClass, "append", flaky_append)
+    w = lh.writer(wal_dir=tmp_path / "wal", max_rows=50, max_pending_rows=100, max_age=60)
+    try:
+        assert w.extend([event(i) for i in range(50)]) == 50 and w.stats().accepted == 50
+        assert sum(p.stat().st_size for p in (tmp_path / "wal").glob("*.arrow")) > 0  # durable before it returned
+        w.extend([event(i) for i in range(50, 100)])
+        started = time.monotonic()
+        with pytest.raises(BackpressureError, match="100 events behind"):
+            w.extend([event(100)], block_timeout=0)
+        assert time.monotonic() - started < 1.0
+        assert w.stats().accepted == 100
+    finally:
+        down.clear()
+        w.close()
+    assert counts(lh) == (100, 100)
