@@ -115,6 +115,7 @@ class Tables:
         self.catalog = catalog or open_catalog(config)
         self._hooks: list[CommitHook] = []
         self._defaults_checked: set[str] = set()
+        self._committed: dict[str, Table] = {}  # per table, as our last append left it (appends reuse it if still current)
 
     @property
     def catalog_engine(self) -> Engine:
@@ -255,7 +256,7 @@ class Tables:
         does not fit the table's schema raises `BadInputError`. `upkeep=False` keeps the post-commit
         upkeep (`icebergdo.upkeep`) from running for this commit.
         """
-        table = commit.call_with_retry(lambda: self.table(name), what=f"{name}: loading the table", config=self.config)
+        table = commit.call_with_retry(lambda: self._table_for_append(name), what=f"{name}: loading the table", config=self.config)
         if writer_seq is not None and not (writer_id and ledger.is_writer_id(writer_id)):
             raise BadInputError(f"{name}: a writer_seq needs a writer_id that is a ULID (the ledger key), got {writer_id!r}")
         if batch.num_rows == 0:
@@ -281,6 +282,7 @@ class Tables:
             )
         except (ValueError, TypeError) as e:
             raise BadInputError(f"{name}: batch does not fit the table schema: {commit.describe(e)}") from None
+        self._committed[name] = outcome.table
         snap = outcome.snapshot
         added = snap.summary.get("added-data-files") if snap and snap.summary else None
         files = int(added) if added is not None and not outcome.already_committed else 0
@@ -289,6 +291,16 @@ class Tables:
         )
         self._after_commit(outcome.table, batch, result)
         return result
+
+    def _table_for_append(self, name: str) -> Table:
+        """The table as our last append left it when the catalog still names that metadata (one query,
+        no metadata read: a writer's commits do not re-read their own), else freshly loaded. A new
+        `Table` each time: the metadata is immutable, the object is not shared between threads."""
+        last = self._committed.get(name)
+        probe = getattr(self.catalog, "metadata_location_of", None)
+        if last is not None and probe is not None and probe(name) == last.metadata_location:
+            return Table(last.name(), last.metadata, last.metadata_location, last.io, self.catalog)
+        return self.table(name)
 
     def describe_tables(self) -> list[dict[str, Any]]:
         """One entry per table: where its metadata is, its snapshot, its row count (for `tables --json`)."""

@@ -214,7 +214,10 @@ class Upkeep:
             try:
                 self.run(name)
             except Exception as e:  # noqa: BLE001 - upkeep never fails a writer; it reports and tries next time
-                log.warning("upkeep of %s failed (next round will try again): %s", name, e)
+                if "after shutdown" in str(e):  # the interpreter is exiting: its thread pools are gone
+                    log.info("upkeep of %s interrupted by interpreter exit (the next round redoes it)", name)
+                else:
+                    log.warning("upkeep of %s failed (next round will try again): %s", name, e)
                 with self._lock:
                     self._stats.failed += 1
                     self._stats.last_error = f"{type(e).__name__}: {e}"
