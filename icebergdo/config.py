@@ -12,36 +12,64 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
-from icebergdo.errors import ConfigError
+from icebergdo.errors import BadInputError, ConfigError
 from icebergdo.redact import mask_key, redact_uri, uri_password
+from icebergdo.units import parse_duration
 
 DEFAULT_CATALOG_NAME = "icebergdo"
 ENV_HOME = "ICEBERGDO_HOME"
 ENV_CONFIG = "ICEBERGDO_CONFIG"
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def interpolate(value: Any, *, where: str = "config") -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` so secrets stay in the environment, not in files."""
+    """Replace `${VAR}` / `${VAR:-default}` so secrets stay in the environment, not in files.
+
+    A value interpolated into the userinfo of a URI (`scheme://${USER}:${PASSWORD}@host/…`) is
+    percent-encoded, so a password holding `@`, `:`, `/`, `%` or any other character stays one
+    password: drivers decode it back, and `icebergdo.redact` finds exactly where it starts and ends.
+    """
     if isinstance(value, dict):
         return {k: interpolate(v, where=f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):
         return [interpolate(v, where=where) for v in value]
     if not isinstance(value, str):
         return value
+    userinfo = _userinfo_span(value)
 
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        raise ConfigError(f"{where}: environment variable {name} is not set")
+            text = os.environ[name]
+        elif default is not None:
+            text = default
+        else:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        if userinfo and userinfo[0] <= m.start() and m.end() <= userinfo[1]:
+            return quote(text, safe="")
+        return text
 
     return _VAR.sub(sub, value)
+
+
+def _userinfo_span(template: str) -> tuple[int, int] | None:
+    """(start, end) of the userinfo in a URI template, judged with every `${…}` blanked out.
+
+    The authority starts after `scheme://` and ends at the first `/`, `?` or `#`; its userinfo
+    ends at the authority's last `@` (RFC 3986, 3.2). None when the text is no URI or has no userinfo.
+    """
+    m = _URI_SCHEME.match(template)
+    if not m:
+        return None
+    blank = _VAR.sub(lambda v: "x" * len(v.group(0)), template)
+    rest = blank[m.end():]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return (m.end(), m.end() + at) if at >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -92,10 +120,14 @@ class S3Settings:
 
 def _seconds(table: dict[str, Any], key: str, default: float, source: str) -> float:
     value = table.get(key, default)
+    try:
+        seconds = parse_duration(value, where=f"{source}: [s3] {key}")  # 5, "5s", "1m"
+    except BadInputError:
+        seconds = -1.0
     # At least 1 s: the AWS SDK under pyarrow counts stalls in whole seconds (less means "no limit").
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 1:
-        raise ConfigError(f"{source}: [s3] {key} must be a number of seconds >= 1, got {value!r}")
-    return float(value)
+    if seconds < 1:
+        raise ConfigError(f"{source}: [s3] {key} must be a number of seconds >= 1 (or a duration such as \"5s\"), got {value!r}")
+    return seconds
 
 
 def _as_bool(value: Any, where: str) -> bool:

@@ -10,6 +10,7 @@ One exit code per meaning, so a script or a scheduler can tell them apart (READM
     6  UnsafeOperationError  refused because it could delete what is not ours (orphan prefixes)
     7  NotFoundError         no such table, collection, snapshot or tag
     8  SetupError            a program, package or jar icebergdo needs is missing or would not start
+    9  OverdueError          `health --check`: maintenance is due and has not run for too long
 
 Messages name the line/field at fault and never carry a secret (see `icebergdo.redact`).
 """
@@ -106,6 +107,12 @@ class SeaweedFSError(SetupError):
     """The local S3 server could not be started or stopped."""
 
 
+class OverdueError(IcebergdoError):
+    """`health --check`: a maintenance job is due and none ran on the table for longer than the grace period."""
+
+    exit_code = 9
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "unexpected error",
@@ -116,4 +123,5 @@ EXIT_CODES: dict[int, str] = {
     6: "refused as unsafe",
     7: "not found",
     8: "missing dependency or setup problem",
+    9: "maintenance overdue (health --check)",
 }

@@ -12,15 +12,17 @@ Every file name carries a ULID or UUID, so two writers can never overwrite each 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote_plus
 
 from pyiceberg.partitioning import PartitionKey
 from pyiceberg.table.locations import LocationProvider
-from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform
+from pyiceberg.transforms import DayTransform, HourTransform
 from pyiceberg.typedef import Properties
 from ulid import ULID
 
-from icebergdo.errors import BadNameError
+from icebergdo.errors import BadInputError, BadNameError
 
 PROVIDER_IMPL = "icebergdo.layout.AdrLocationProvider"
 MANIFESTS_PATH_PROPERTY = "icebergdo.write.manifests.path"
@@ -28,7 +30,8 @@ MANIFESTS_PATH_PROPERTY = "icebergdo.write.manifests.path"
 FILE_PREFIX_PROPERTY = "icebergdo.write.file-prefix"
 EVENTS_NAMESPACE = "events"
 EVENTS_TABLE = "events.raw"
-RESERVED_NAMESPACES = frozenset({EVENTS_NAMESPACE, "catalog"})
+CATALOG_FOLDER = "catalog"  # {warehouse}/catalog/{ns}.{table}/: every table's metadata
+RESERVED_NAMESPACES = frozenset({EVENTS_NAMESPACE, CATALOG_FOLDER})
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -44,6 +47,23 @@ def validate_name(part: str, what: str = "name") -> str:
     return part
 
 
+def is_reserved(namespace: str) -> bool:
+    """`events` and `catalog` in any case: folders of the warehouse root that belong to icebergdo.
+
+    Matched case-insensitively because DuckDB and Spark fold identifiers (`Events.x` is `events.x`
+    to them) and a case-insensitive file system folds folder names.
+    """
+    return namespace.lower() in RESERVED_NAMESPACES
+
+
+def check_collection_namespace(namespace: str) -> str:
+    """A CDC collection's namespace: a valid name that is not reserved (its data goes to `{namespace}/…`)."""
+    validate_name(namespace, "namespace")
+    if is_reserved(namespace):
+        raise BadNameError(f"namespace {namespace!r} is reserved ({', '.join(sorted(RESERVED_NAMESPACES))}, in any case)")
+    return namespace
+
+
 def split_identifier(identifier: str | tuple[str, ...]) -> tuple[str, str]:
     """`"ns.table"` → `("ns", "table")`, validating both parts."""
     parts = tuple(identifier) if isinstance(identifier, tuple) else tuple(str(identifier).split("."))
@@ -54,22 +74,53 @@ def split_identifier(identifier: str | tuple[str, ...]) -> tuple[str, str]:
 
 def table_location(warehouse: str, identifier: str) -> str:
     ns, name = split_identifier(identifier)
-    return f"{warehouse.rstrip('/')}/catalog/{ns}.{name}"
+    return f"{warehouse.rstrip('/')}/{CATALOG_FOLDER}/{ns}.{name}"
+
+
+def data_location(warehouse: str, identifier: str, data_path: str) -> str:
+    """`{warehouse}/{data_path}`, where a new table's data files go; never outside the warehouse.
+
+    `data_path` is one or more valid names joined by `/` (no `..`, `.`, empty parts or URI): a
+    path that could climb out of the warehouse is refused. A reserved namespace takes tables only
+    spelled exactly (`events.raw`; never `catalog`, whose folder holds metadata), and a data path
+    may not start with a reserved folder spelled differently (`Events/` would be `events/` on a
+    case-insensitive file system, yet a different prefix to every path comparison).
+    """
+    ns, _ = split_identifier(identifier)
+    if is_reserved(ns) and (ns not in RESERVED_NAMESPACES or ns == CATALOG_FOLDER):
+        raise BadNameError(f"namespace {ns!r} is reserved ({', '.join(sorted(RESERVED_NAMESPACES))}, in any case)")
+    parts = data_path.strip("/").split("/") if isinstance(data_path, str) else [data_path]
+    for part in parts:
+        validate_name(part, f"data path part (of {data_path!r})")
+    if is_reserved(parts[0]) and parts[0] not in RESERVED_NAMESPACES:
+        raise BadNameError(f"data path {data_path!r}: the folder {parts[0]!r} is reserved ({', '.join(sorted(RESERVED_NAMESPACES))}, in any case)")
+    return f"{warehouse.rstrip('/')}/{'/'.join(parts)}"
 
 
 def table_properties(warehouse: str, identifier: str, data_path: str) -> dict[str, str]:
-    """Table properties that route pyiceberg's writes into the ADR layout."""
+    """Table properties that route pyiceberg's writes into the ADR layout (validating `data_path`)."""
     location = table_location(warehouse, identifier)
     return {
         "write.py-location-provider.impl": PROVIDER_IMPL,
-        "write.data.path": f"{warehouse.rstrip('/')}/{data_path.strip('/')}",
+        "write.data.path": data_location(warehouse, identifier, data_path),
         "write.metadata.path": f"{location}/metadata",
         MANIFESTS_PATH_PROPERTY: f"{location}/manifests",
     }
 
 
-def events_table_properties(warehouse: str) -> dict[str, str]:
-    return table_properties(warehouse, EVENTS_TABLE, EVENTS_NAMESPACE)
+def check_new_columns(known: Iterable[str], new: Iterable[str], where: str = "field") -> None:
+    """Refuse new column names that equal a known or another new one when case is ignored.
+
+    Iceberg names are case-sensitive, but DuckDB and Spark are not: a column `ID` next to `id`
+    shows up as `ID_1` in DuckDB and makes Spark's reads ambiguous. `where` prefixes the error
+    (e.g. "line 17: field").
+    """
+    seen = {name.lower(): name for name in known}
+    for name in new:
+        other = seen.get(name.lower())
+        if other is not None and other != name:
+            raise BadInputError(f"{where} {name!r} differs from the column {other!r} only by case; readers would confuse them (rename it)")
+        seen.setdefault(name.lower(), name)
 
 
 def collection_data_path(namespace: str, collection: str, part: str) -> str:
@@ -78,7 +129,11 @@ def collection_data_path(namespace: str, collection: str, part: str) -> str:
 
 
 def partition_dir(partition_key: PartitionKey | None) -> str:
-    """The folder of one partition: hour → YYYY/MM/DD/HH, day → YYYY/MM/DD, others → name=value."""
+    """The folder of one partition: hour → YYYY/MM/DD/HH, day → YYYY/MM/DD, others → name=value.
+
+    `name=value` parts are URL-encoded as pyiceberg does (`quote_plus`), so a value holding `/`
+    or `..` names one folder and can never climb out of the table's data path.
+    """
     if partition_key is None or not partition_key.partition_spec.fields:
         return ""
     parts: list[str] = []
@@ -86,16 +141,16 @@ def partition_dir(partition_key: PartitionKey | None) -> str:
     for pos, pfield in enumerate(partition_key.partition_spec.fields):
         value = record[pos]
         if value is None:
-            parts.append(f"{pfield.name}=null")
+            parts.append(f"{quote_plus(pfield.name)}=null")
         elif isinstance(pfield.transform, HourTransform):
             parts.append((_EPOCH + timedelta(hours=int(value))).strftime("%Y/%m/%d/%H"))
         elif isinstance(pfield.transform, DayTransform):
             day = value if isinstance(value, int) else (value - _EPOCH.date()).days
             parts.append((_EPOCH + timedelta(days=int(day))).strftime("%Y/%m/%d"))
-        elif isinstance(pfield.transform, IdentityTransform):
-            parts.append(f"{pfield.name}={value}")
         else:
-            parts.append(f"{pfield.name}={pfield.transform.to_human_string(pfield.transform.result_type(partition_key.schema.find_type(pfield.source_id)), value)}")
+            source_type = partition_key.schema.find_type(pfield.source_id)
+            text = pfield.transform.to_human_string(pfield.transform.result_type(source_type), value)
+            parts.append(f"{quote_plus(pfield.name)}={quote_plus(text)}")
     return "/".join(parts)
 
 

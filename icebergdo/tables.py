@@ -52,6 +52,11 @@ DEFAULT_TABLE_PROPERTIES = {
     "write.parquet.compression-codec": "zstd",
 }
 
+# 32 MiB: a full writer flush (max_bytes 128 MiB of Arrow) of typical events is ~24 MiB of zstd
+# Parquet (~65 B/event), >= 75 % of 32 MiB, so only files cut short by max_age or late events count
+# as small, and compaction merges those into files readers scan well (docs/maintenance.md).
+EVENTS_TABLE_PROPERTIES = {"write.target-file-size-bytes": str(32 * 1024 * 1024)}
+
 
 # Streaming tables take many small commits a minute (a buffered writer at its defaults flushes every
 # 5 s: up to 17,000 commits a day). Every snapshot stays in metadata.json, which each commit reads
@@ -208,7 +213,7 @@ class Tables:
             data_path=layout.EVENTS_NAMESPACE,
             partition_spec=EVENT_PARTITION_SPEC,
             sort_order=EVENT_SORT_ORDER,
-            properties=STREAMING_TABLE_PROPERTIES,
+            properties={**STREAMING_TABLE_PROPERTIES, **EVENTS_TABLE_PROPERTIES},
         )
 
     def ensure_streaming_defaults(self, name: str, table: Table | None = None) -> Table:

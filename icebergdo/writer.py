@@ -431,9 +431,6 @@ class Writer:
             seq, self._next_seq = self._next_seq, self._next_seq + 1
             return _Batch(ticket=self._ticket, seq=seq, batch_id=str(ULID()), writer_id=self.writer_id, wal=self._wal)
 
-    def _age_deadline(self) -> float | None:
-        return None if self._current.oldest is None else self._current.oldest + self.max_age
-
     def _seal_as_leader(self, reason: str) -> int:
         """Wait to be the leader, seal the current batch if it has events; the last sealed batch's ticket."""
         with self._lock:

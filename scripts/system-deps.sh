@@ -7,6 +7,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 { command -v java >/dev/null 2>&1 && command -v javac >/dev/null 2>&1; } || need+=(default-jdk-headless)
 [ -e /usr/share/java/sqlite-jdbc.jar ] || need+=(libxerial-sqlite-jdbc-java)
 [ -e /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+# HTML health report test: a real headless browser (driven by Playwright with executable_path, never `playwright install`).
+[ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 [ -n "${need[*]}" ] || exit 0
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"

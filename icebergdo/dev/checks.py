@@ -21,7 +21,7 @@ from ulid import ULID
 from icebergdo import store
 from icebergdo.config import Config
 from icebergdo.errors import ConfigError
-from icebergdo.redact import mask_key, redact_uri, scrub
+from icebergdo.redact import mask_key, redact_uri, safe_message, scrub
 
 PROBE_PREFIX = "_icebergdo/probe"
 MAX_CLOCK_SKEW_S = 300  # S3/R2 refuse requests signed more than 15 min off; warn well before
@@ -40,6 +40,7 @@ class CheckResult:
     ok: bool
     detail: str
     hint: str | None = None
+    warning: bool = False  # passed, but something needs a look (shown as WARN; `doctor` still exits 0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,6 +216,10 @@ def check_config(config: Config) -> CheckResult:
     return CheckResult("config", True, where)
 
 
+def _connect_args(config: Config) -> dict[str, Any]:
+    return {"connect_timeout": 5} if config.catalog_uri.startswith("postgresql") else {}
+
+
 def check_catalog(config: Config) -> CheckResult:
     """Can we connect to the catalog database? (No tables are created.)"""
     from sqlalchemy import create_engine, text
@@ -228,8 +233,7 @@ def check_catalog(config: Config) -> CheckResult:
             return CheckResult("catalog", True, f"{uri} will be created on first use (folder {folder} is missing)")
         if not os.access(folder, os.W_OK):
             return CheckResult("catalog", False, f"cannot write to {folder}", "fix the folder's permissions or choose another --home")
-    args = {"connect_timeout": 5} if config.catalog_uri.startswith("postgresql") else {}
-    engine = create_engine(config.catalog_uri, connect_args=args)
+    engine = create_engine(config.catalog_uri, connect_args=_connect_args(config))
     try:
         with engine.connect() as con:
             con.execute(text("SELECT 1"))
@@ -260,6 +264,48 @@ def check_local_warehouse(config: Config) -> CheckResult:
     return CheckResult("warehouse", True, f"folder {path} {state} and is writable")
 
 
+def check_table_locations(config: Config, limit: int = 5) -> CheckResult:
+    """Tables of this catalog whose metadata lies outside this config's warehouse (a warning).
+
+    The catalog database keys tables by catalog name, not by warehouse: two configs that share a
+    database and a `[catalog] name` but point at different warehouses see, and write to, the same
+    tables, each table staying where it was created. Read from the catalog's own table list (the
+    SQL catalog's `iceberg_tables`), so no table's files need to be readable from here.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    if config.is_sqlite and not Path(config.catalog_uri.removeprefix("sqlite:///")).exists():
+        return CheckResult("table locations", True, "no catalog yet")
+    try:
+        engine = create_engine(config.catalog_uri, connect_args=_connect_args(config))
+    except (ArgumentError, NoSuchModuleError):
+        return CheckResult("table locations", True, "not a SQL catalog: not checked")
+    try:
+        with engine.connect() as con:
+            rows = con.execute(
+                text("SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = :name"),
+                {"name": config.catalog_name},
+            ).all()
+    except SQLAlchemyError as e:
+        if "iceberg_tables" in str(getattr(e, "orig", e)):
+            return CheckResult("table locations", True, "no tables yet")
+        return CheckResult("table locations", False, f"cannot list tables: {safe_message(e, config.secrets(), 300)}", "see the catalog check")
+    finally:
+        engine.dispose()
+    outside = sorted(f"{ns}.{name} ({location})" for ns, name, location in rows if location and not store.is_under(location, config.warehouse))
+    if not outside:
+        return CheckResult("table locations", True, f"all {len(rows)} table(s) of catalog {config.catalog_name!r} are in {config.warehouse}")
+    more = f" and {len(outside) - limit} more" if len(outside) > limit else ""
+    return CheckResult(
+        "table locations", True,
+        f"{len(outside)} of {len(rows)} table(s) of catalog {config.catalog_name!r} live outside {config.warehouse}: {', '.join(outside[:limit])}{more}",
+        "another config shares this catalog database and name with a different warehouse: both see and write the same tables. "
+        "Give each lakehouse its own [catalog] name (or database), unless sharing is intended",
+        warning=True,
+    )
+
+
 def run_checks(config: Config) -> list[CheckResult]:
     """Every check for this config, in the order a user would fix them."""
     results = [check_config(config), check_catalog(config)]
@@ -267,4 +313,6 @@ def run_checks(config: Config) -> list[CheckResult]:
         results += check_warehouse(config, create_bucket=False)
     else:
         results.append(check_local_warehouse(config))
+    if results[1].ok:
+        results.append(check_table_locations(config))
     return results

@@ -1,11 +1,21 @@
 """Apache Spark on the lakehouse: the same catalog and warehouse, through Iceberg's own Java code.
 
-`session(lh)` gives a SparkSession whose catalog `<config.catalog_name>` is Iceberg's
-JdbcCatalog over the very database pyiceberg's SqlCatalog uses (SQLite or PostgreSQL), so
-both see the same tables and commits. `maintain(lh, ...)` runs Iceberg's stored procedures.
+`session(lh)` gives a SparkSession whose catalog `<config.catalog_name>` is the lakehouse's:
+Iceberg's JdbcCatalog over the very database pyiceberg's SqlCatalog uses (SQLite or PostgreSQL),
+so both see the same tables and commits. `session(lh, spark=yours)` configures a session you
+already have (a cluster's) the same way; `submit_conf(config)` is the same configuration as
+`spark-submit` / `spark-defaults.conf` lines (`icebergdo spark conf`).
 
-One JVM per Python process: the first call starts it with every jar on the driver classpath;
-each lakehouse then gets its own `newSession()`, whose catalog settings are its own.
+Two Java pieces come from icebergdo's own jar (`spark_jars.icebergdo_jar()`), when the JVM has it:
+- the catalog `icebergdo.IcebergdoJdbcCatalog` (a JdbcCatalog) hands out the ADR layout to Java
+  writers for the tables icebergdo created, without touching their properties, so Spark's INSERTs
+  and compactions land in `events/YYYY/MM/DD/HH/<ulid>.parquet` while other engines keep working;
+- `icebergdo.IcebergdoS3FileIO`, the S3 FileIO used when Iceberg's own `S3FileIO` cannot run
+  (no iceberg-aws-bundle / AWS SDK on the classpath).
+Without the jar, a session falls back to the plain JdbcCatalog (Iceberg's default file layout).
+
+One JVM per Python process: the first local session starts it with every jar on the driver
+classpath; each lakehouse then gets its own `newSession()`, whose catalog settings are its own.
 Needs `pip install 'icebergdo[spark]'`, Java 17 and Debian's JDBC driver packages.
 """
 
@@ -18,19 +28,34 @@ import re
 import shutil
 import tempfile
 import threading
-import time
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from icebergdo import layout
-from icebergdo.config import Config
+from icebergdo.config import Config, S3Settings
 from icebergdo.engines import spark_jars
-from icebergdo.errors import BadInputError, ConfigError
+from icebergdo.errors import BadInputError, ConfigError, SparkSetupError
+from icebergdo.redact import MASK, mask_key
 
 EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
-S3_FILEIO = "icebergdo.IcebergdoS3FileIO"
-STEPS = ("compact", "manifests", "expire", "orphans")  # run order: expire after the rewrites, orphans last
+SPARK_CATALOG = "org.apache.iceberg.spark.SparkCatalog"
+CATALOG_IMPL = "icebergdo.IcebergdoJdbcCatalog"  # our jar: JdbcCatalog + the ADR layout
+S3_FILEIO = "icebergdo.IcebergdoS3FileIO"  # our jar: the fallback S3 FileIO
+ICEBERG_S3_FILEIO = "org.apache.iceberg.aws.s3.S3FileIO"  # in the runtime jar; needs the AWS SDK
+AWS_SDK_PROBE = "software.amazon.awssdk.services.s3.S3Client"
+FILEIO_CHOICES = ("auto", "iceberg", "icebergdo")
+FILE_PREFIX_PROPERTY = "icebergdo.write.file-prefix"  # read by the catalog, see AdrLocationProvider.java
+CATALOG_NAME_PROPERTY = "icebergdo.catalog-name"
+ICEBERG_VERSION = "1.10.2"
+PACKAGES = {
+    "runtime": f"org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:{ICEBERG_VERSION}",
+    "aws": f"org.apache.iceberg:iceberg-aws-bundle:{ICEBERG_VERSION}",
+    "postgresql": "org.postgresql:postgresql:42.7.4",
+    "sqlite": "org.xerial:sqlite-jdbc:3.50.3.0",
+}
+SECRET_KEYS = ("jdbc.password", "s3.secret-access-key", "s3.session-token")
 
 _lock = threading.Lock()
 _base: Any = None  # the process-wide SparkSession that owns the JVM
@@ -68,52 +93,135 @@ def warehouse_uri(config: Config) -> str:
     return "file:" + urlparse(config.warehouse).path
 
 
-def catalog_conf(config: Config) -> dict[str, str]:
-    """`spark.sql.catalog.<name>.*` settings that point Iceberg's JdbcCatalog at our catalog."""
-    name = config.catalog_name
+def _check_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ConfigError(f"catalog name {name!r} is not a valid Spark catalog name")
+    return name
+
+
+def s3_properties(s3: S3Settings, fileio: str) -> dict[str, str]:
+    """The FileIO properties of one S3 store, for our FileIO or Iceberg's `S3FileIO`.
+
+    Ours takes pyiceberg's keys; Iceberg's takes `s3.path-style-access` and `client.region`.
+    """
+    props = {k: v for k, v in s3.fileio_properties().items() if k != "py-io-impl"}
+    if fileio == "iceberg":
+        props.pop("s3.force-virtual-addressing", None)
+        props.pop("s3.connect-timeout", None)
+        props.pop("s3.request-timeout", None)
+        props["s3.path-style-access"] = str(s3.path_style).lower()
+        props["client.region"] = props.pop("s3.region")
+    return props
+
+
+def catalog_conf(
+    config: Config,
+    *,
+    name: str | None = None,
+    fileio: str = "icebergdo",
+    adr: bool = True,
+    file_prefix: str | None = None,
+) -> dict[str, str]:
+    """`spark.sql.catalog.<name>.*` settings that point Iceberg at this lakehouse's catalog.
+
+    `name` defaults to the catalog name; another name (a second catalog, e.g. for compaction
+    with `file_prefix`) still reads and writes the rows of `config.catalog_name`, which needs
+    our catalog class (`adr=True`). `fileio` is "icebergdo" (our S3 FileIO) or "iceberg"
+    (Iceberg's S3FileIO, which needs the AWS SDK); local warehouses use Hadoop's file system.
+    Extra catalog properties come from the `[spark.catalog]` config section.
+    """
+    name = _check_name(name or config.catalog_name)
+    _check_name(config.catalog_name)
+    if fileio not in ("iceberg", "icebergdo"):
+        raise BadInputError(f"unknown S3 FileIO {fileio!r} (choose iceberg or icebergdo)")
+    if not adr and (name != config.catalog_name or file_prefix):
+        raise SparkSetupError("a second catalog name or a file prefix needs icebergdo's catalog class (its jar is not on the classpath)")
     uri, extra = jdbc_uri(config.catalog_uri)
     p = f"spark.sql.catalog.{name}"
-    conf = {
-        p: "org.apache.iceberg.spark.SparkCatalog",
-        f"{p}.type": "jdbc",
-        f"{p}.uri": uri,
-        f"{p}.jdbc.schema-version": "V1",
-        f"{p}.warehouse": warehouse_uri(config),
-        # pyiceberg commits behind Spark's back: never serve a cached table version.
-        f"{p}.cache-enabled": "false",
-        # pyiceberg creates the tables. Iceberg's start-up check leaves a metadata ResultSet open,
-        # which on SQLite pins one pooled connection to a stale read snapshot forever.
-        f"{p}.jdbc.init-catalog-tables": "false",
-    }
+    conf = {p: SPARK_CATALOG}
+    if adr:
+        conf[f"{p}.catalog-impl"] = CATALOG_IMPL
+        conf[f"{p}.{CATALOG_NAME_PROPERTY}"] = config.catalog_name
+    else:
+        conf[f"{p}.type"] = "jdbc"
+    conf.update(
+        {
+            f"{p}.uri": uri,
+            f"{p}.jdbc.schema-version": "V1",
+            f"{p}.warehouse": warehouse_uri(config),
+            # pyiceberg commits behind Spark's back: never serve a cached table version.
+            f"{p}.cache-enabled": "false",
+            # pyiceberg creates the tables. Iceberg's start-up check leaves a metadata ResultSet open,
+            # which on SQLite pins one pooled connection to a stale read snapshot forever.
+            f"{p}.jdbc.init-catalog-tables": "false",
+        }
+    )
+    if file_prefix:
+        conf[f"{p}.{FILE_PREFIX_PROPERTY}"] = file_prefix
     conf.update({f"{p}.{k}": v for k, v in extra.items()})
     if config.is_s3 or config.s3:
-        s3 = config.s3
-        conf[f"{p}.io-impl"] = S3_FILEIO
-        if s3 is not None:
-            for key, value in s3.fileio_properties().items():
-                conf[f"{p}.{key}"] = value
+        conf[f"{p}.io-impl"] = ICEBERG_S3_FILEIO if fileio == "iceberg" else S3_FILEIO
+        if config.s3 is not None:
+            conf.update({f"{p}.{k}": v for k, v in s3_properties(config.s3, fileio).items()})
+    conf.update({f"{p}.{k}": str(v) for k, v in extra_catalog_properties(config).items()})
     return conf
 
 
-_s3_unavailable: str | None = None  # why the S3 FileIO is not on this JVM's classpath
+def extra_catalog_properties(config: Config) -> dict[str, str]:
+    """`[spark.catalog]`: catalog/FileIO properties added to every Spark catalog of this lakehouse."""
+    section = config.section("spark").get("catalog") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{config.source}: [spark.catalog] must be a table of catalog properties")
+    bad = [k for k, v in section.items() if isinstance(v, (dict, list))]
+    if bad:
+        raise ConfigError(f"{config.source}: [spark.catalog] {bad[0]}: expected a string or number")
+    return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in section.items()}
 
 
-def _jvm_conf() -> dict[str, str]:
-    global _s3_unavailable
-    jars = [spark_jars.runtime_jar(), spark_jars.shaded_jackson_jar()]
+def masked(key: str, value: str) -> str:
+    """A conf value for display: secrets masked, access key ids shortened."""
+    leaf = key.rsplit(".", 2)
+    tail = ".".join(leaf[-2:])
+    if tail in SECRET_KEYS:
+        return MASK
+    if tail == "s3.access-key-id":
+        return mask_key(value) or value
+    return value
+
+
+def submit_conf(config: Config, *, fileio: str = "iceberg", show_secrets: bool = False, jar: str | None = None) -> list[tuple[str, str]]:
+    """The settings a Spark you start yourself needs for this lakehouse, as (key, value) pairs.
+
+    For `spark-defaults.conf` or `spark-submit --conf`: the Iceberg runtime, the JDBC driver and,
+    with `fileio="iceberg"` (the default here), iceberg-aws-bundle as Maven packages; icebergdo's
+    jar (`jar`, the ADR layout and the fallback FileIO) in `spark.jars`; the SQL extensions; the
+    catalog; the lakehouse as the default catalog. Secrets are masked unless `show_secrets`.
+    """
+    packages = [PACKAGES["runtime"], PACKAGES["sqlite" if config.is_sqlite else "postgresql"]]
+    if fileio == "iceberg" and (config.is_s3 or config.s3):
+        packages.append(PACKAGES["aws"])
+    pairs: list[tuple[str, str]] = [("spark.jars.packages", ",".join(packages))]
+    if jar:
+        pairs.append(("spark.jars", jar))
+    pairs += [("spark.sql.extensions", EXTENSIONS), ("spark.sql.defaultCatalog", config.catalog_name)]
+    pairs += sorted(catalog_conf(config, fileio=fileio, adr=bool(jar)).items())
+    if not show_secrets:
+        pairs = [(k, masked(k, v)) for k, v in pairs]
+    return pairs
+
+
+def _jvm_conf(extra_jars: list[str]) -> dict[str, str]:
+    jars = [str(spark_jars.runtime_jar()), str(spark_jars.shaded_jackson_jar())]
     try:
-        jars.append(spark_jars.s3_fileio_jar())
-        _s3_unavailable = None
-    except spark_jars.SparkSetupError as e:  # a JRE without javac still serves local warehouses
-        _s3_unavailable = str(e)
+        jars.append(str(spark_jars.icebergdo_jar()))
+    except SparkSetupError:
+        pass  # a JRE without javac still serves local warehouses, in Iceberg's default layout
     for kind in ("sqlite", "postgresql"):
         try:
-            jars.append(spark_jars.jdbc_driver_jar(kind))
-        except spark_jars.SparkSetupError:
+            jars.append(str(spark_jars.jdbc_driver_jar(kind)))
+        except SparkSetupError:
             pass  # checked when a catalog of that kind is opened
-    classpath = os.pathsep.join(str(j) for j in jars)
+    classpath = os.pathsep.join(jars + extra_jars)
     java_opts = (
         f"-Djava.library.path={spark_jars.JNI_DIR} -Duser.timezone=UTC "
         f"-Dlog4j2.configurationFile={spark_jars.log4j2_config().as_uri()}"
@@ -137,7 +245,12 @@ def _jvm_conf() -> dict[str, str]:
 
 
 def base_session() -> Any:
-    """The process-wide SparkSession (starts the JVM on first use)."""
+    """The process-wide local SparkSession (starts the JVM on first use).
+
+    `ICEBERGDO_SPARK_MASTER` (default `local[2]`), `ICEBERGDO_SPARK_MEMORY` (default `1g`) and
+    `ICEBERGDO_SPARK_JARS` (more jars for the classpath, e.g. iceberg-aws-bundle, `:`-separated)
+    shape it.
+    """
     global _base
     with _lock:
         if _base is not None and _base.sparkContext._jsc is not None:
@@ -145,13 +258,17 @@ def base_session() -> Any:
         try:
             from pyspark.sql import SparkSession
         except ImportError:
-            raise spark_jars.SparkSetupError("pyspark is not installed: pip install 'icebergdo[spark]'") from None
+            raise SparkSetupError("pyspark is not installed: pip install 'icebergdo[spark]'") from None
         home = spark_jars.java_home()
         if home and not os.environ.get("JAVA_HOME"):
             os.environ["JAVA_HOME"] = home
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        extra = [j for j in os.environ.get("ICEBERGDO_SPARK_JARS", "").split(os.pathsep) if j]
+        missing = [j for j in extra if not os.path.exists(j)]
+        if missing:
+            raise SparkSetupError(f"ICEBERGDO_SPARK_JARS names a missing file: {missing[0]}")
         builder = SparkSession.builder.master(os.environ.get("ICEBERGDO_SPARK_MASTER", "local[2]")).appName("icebergdo")
-        for key, value in _jvm_conf().items():
+        for key, value in _jvm_conf(extra).items():
             builder = builder.config(key, value)
         _base = builder.getOrCreate()
         _base.sparkContext.setLogLevel("ERROR")
@@ -182,25 +299,115 @@ def stop() -> None:
             SparkContext._jvm = None
 
 
-def session(lh: Any) -> Any:
+@dataclass(frozen=True)
+class Capabilities:
+    """What a session's JVM can load: decides the catalog class and the S3 FileIO."""
+
+    icebergdo: bool  # our jar (ADR layout, fallback FileIO)
+    aws_sdk: bool  # Iceberg's S3FileIO can run
+    extensions: bool  # Iceberg's SQL extensions (CALL procedures)
+
+
+def class_loadable(spark: Any, name: str) -> bool:
+    jvm = spark._jvm
+    try:
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader() or jvm.java.lang.ClassLoader.getSystemClassLoader()
+        jvm.java.lang.Class.forName(name, False, loader)
+        return True
+    except Exception:  # noqa: BLE001 - py4j wraps ClassNotFoundException
+        return False
+
+
+def capabilities(spark: Any) -> Capabilities:
+    exts = spark.sparkContext.getConf().get("spark.sql.extensions", "") or ""
+    return Capabilities(
+        icebergdo=class_loadable(spark, CATALOG_IMPL),
+        aws_sdk=class_loadable(spark, AWS_SDK_PROBE),
+        extensions=EXTENSIONS in exts,
+    )
+
+
+def choose_fileio(config: Config, caps: Capabilities, fileio: str = "auto") -> str:
+    """Iceberg's own S3FileIO when the AWS SDK is there (or asked for), else ours."""
+    if fileio not in FILEIO_CHOICES:
+        raise BadInputError(f"unknown S3 FileIO {fileio!r} (choose {', '.join(FILEIO_CHOICES)})")
+    if fileio == "auto":
+        fileio = "iceberg" if caps.aws_sdk else "icebergdo"
+    if not (config.is_s3 or config.s3):
+        return fileio
+    if fileio == "iceberg" and not caps.aws_sdk:
+        raise SparkSetupError(f"Iceberg's S3FileIO needs the AWS SDK ({PACKAGES['aws']}) on Spark's classpath")
+    if fileio == "icebergdo" and not caps.icebergdo:
+        raise SparkSetupError(
+            "S3 warehouses need Iceberg's S3FileIO (add iceberg-aws-bundle) or icebergdo's jar on Spark's classpath "
+            "(`icebergdo spark conf` prints both)"
+        )
+    return fileio
+
+
+def session(lh: Any, spark: Any = None, *, fileio: str = "auto", use_catalog: bool | None = None) -> Any:
     """A SparkSession whose catalog `<catalog_name>` is this lakehouse's catalog and warehouse.
 
-    `spark.sql("SELECT count(*) FROM icebergdo.events.raw")` then reads the same table
-    pyiceberg and DuckDB read. The session's current catalog is set to it, so
-    `SELECT * FROM events.raw` works too.
+    Without `spark`: a new light session on the process-wide local JVM, whose current catalog is
+    the lakehouse's (`SELECT * FROM events.raw` works). With `spark` (your own, e.g. a cluster's):
+    that session is configured in place and returned; its current catalog is left alone unless
+    `use_catalog=True`. Its JVM needs the Iceberg runtime and the JDBC driver; with icebergdo's jar
+    Java writes keep the ADR layout, and S3 goes through Iceberg's S3FileIO when the AWS SDK is
+    there (`fileio="auto"`), else through ours.
     """
     config: Config = lh.config if hasattr(lh, "config") else lh
-    conf = catalog_conf(config)
-    spark_jars.jdbc_driver_jar("sqlite" if config.is_sqlite else "postgresql")  # a clear error if missing
-    base = base_session()
-    if (config.is_s3 or config.s3) and _s3_unavailable:
-        raise spark_jars.SparkSetupError(f"S3 warehouses need icebergdo's S3 FileIO: {_s3_unavailable}")
-    spark = base.newSession()
+    if spark is None:
+        spark_jars.jdbc_driver_jar("sqlite" if config.is_sqlite else "postgresql")  # a clear error if missing
+        spark = base_session().newSession()
+        use = True if use_catalog is None else use_catalog
+    else:
+        use = bool(use_catalog)
+    caps = capabilities(spark)
+    conf = catalog_conf(config, fileio=choose_fileio(config, caps, fileio), adr=caps.icebergdo)
     for key, value in conf.items():
         spark.conf.set(key, value)
-    # `USE` runs with this session active, so the catalog is loaded from this session's conf.
-    spark.sql(f"USE {config.catalog_name}")
+    if use:
+        # `USE` runs with this session active, so the catalog is loaded from this session's conf.
+        spark.sql(f"USE {config.catalog_name}")
     return spark
+
+
+def add_catalog(spark: Any, config: Config, name: str, *, file_prefix: str | None = None, fileio: str = "auto") -> str:
+    """Register this lakehouse once more in `spark` under `name` (e.g. with a data-file prefix)."""
+    caps = capabilities(spark)
+    if not caps.icebergdo:
+        raise SparkSetupError(f"a second catalog ({name}) needs icebergdo's jar on Spark's classpath")
+    conf = catalog_conf(config, name=name, fileio=choose_fileio(config, caps, fileio), file_prefix=file_prefix)
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    return name
+
+
+# -- procedures ------------------------------------------------------------------------------------
+def call(spark: Any, catalog: str, procedure: str, **args: str) -> list[dict[str, Any]]:
+    """`CALL <catalog>.system.<procedure>(k => v, ...)`; the output rows as dicts. Values are SQL literals."""
+    text = ", ".join(f"{k} => {v}" for k, v in args.items())
+    return [r.asDict(recursive=True) for r in spark.sql(f"CALL {catalog}.system.{procedure}({text})").collect()]
+
+
+def table_literal(name: str) -> str:
+    """A table argument of a procedure: ns.table quoted as a SQL string of backquoted parts."""
+    ns, table = layout.split_identifier(name)
+    return f"'`{ns}`.`{table}`'"
+
+
+def text_literal(text: str) -> str:
+    return "'" + _sql_text(text) + "'"
+
+
+def timestamp_literal(when: datetime) -> str:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return "TIMESTAMP '" + when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+
+
+def map_literal(options: dict[str, str]) -> str:
+    return "map(" + ", ".join(f"{text_literal(k)}, {text_literal(v)}" for k, v in options.items()) + ")"
 
 
 # -- reading a table by its metadata file ----------------------------------------------------------
@@ -213,7 +420,7 @@ def read_metadata(lh: Any, metadata_location: str, spark: Any = None) -> Any:
     Local files go through Iceberg's own path loading (`spark.read.format("iceberg").load(path)`,
     which uses Hadoop's file system). Hadoop has no S3 file system here, so for S3 the file is
     registered (`register_table`) in a scratch JdbcCatalog on a temporary SQLite file, whose
-    FileIO is our S3 FileIO; the lakehouse's own catalog is not touched.
+    FileIO is the session's S3 FileIO; the lakehouse's own catalog is not touched.
     """
     config: Config = lh.config if hasattr(lh, "config") else lh
     spark = spark or session(lh)
@@ -227,9 +434,10 @@ def read_metadata(lh: Any, metadata_location: str, spark: Any = None) -> Any:
         f"{prefix}.jdbc.schema-version": "V1",
         f"{prefix}.warehouse": config.warehouse,
         f"{prefix}.cache-enabled": "false",
-        f"{prefix}.io-impl": S3_FILEIO,
     }
-    conf.update({f"{prefix}.{k}": v for k, v in (config.s3.fileio_properties() if config.s3 else {}).items()})
+    fileio = choose_fileio(config, capabilities(spark))
+    conf[f"{prefix}.io-impl"] = ICEBERG_S3_FILEIO if fileio == "iceberg" else S3_FILEIO
+    conf.update({f"{prefix}.{k}": v for k, v in (s3_properties(config.s3, fileio) if config.s3 else {}).items()})
     for key, value in conf.items():
         spark.conf.set(key, value)
     name = "t_" + hashlib.sha1(metadata_location.encode()).hexdigest()[:16]
@@ -255,210 +463,6 @@ def _scratch_dir() -> str:
 
 def _sql_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
-
-
-# -- maintenance -----------------------------------------------------------------------------------
-def maintain(
-    lh: Any,
-    tables: list[str] | None,
-    steps: set[str],
-    dry_run: bool = False,
-    *,
-    older_than: datetime | None = None,
-    retain_last: int | None = None,
-    orphan_older_than: datetime | None = None,
-    min_input_files: int | None = None,
-    target_file_size: int | None = None,
-) -> list[dict[str, Any]]:
-    """Iceberg's own maintenance procedures, run by Spark on our tables.
-
-    steps ⊆ {"compact", "manifests", "expire", "orphans"}, run in that order per table:
-    compact → `rewrite_data_files` (bin-pack; a partition qualifies from `min_input_files` small
-    files, Iceberg's default 5, toward `target_file_size`, default `write.target-file-size-bytes`),
-    manifests → `rewrite_manifests`, expire → `expire_snapshots`, orphans → `remove_orphan_files`.
-    `older_than`/`retain_last` bound snapshot expiry and `orphan_older_than` the orphan sweep;
-    left out, the procedures use Iceberg's defaults, which table properties override
-    (`history.expire.max-snapshot-age-ms` 5 days, `history.expire.min-snapshots-to-keep` 1;
-    orphans older than 3 days), the same defaults `icebergdo maintain` uses. "retention" (an
-    icebergdo job with no Iceberg procedure) is reported as skipped.
-    Orphans are looked for under the table location and, since our data lives elsewhere
-    (`write.data.path`), under the data path too, unless another table's files live below it. With `dry_run`, orphans are listed but not
-    deleted and the other steps (which have no dry-run mode in Iceberg) are reported as skipped.
-    Each table is held under the Python engine's maintenance lock (`icebergdo_locks`) while Spark
-    works on it; a table another maintainer holds is reported as skipped. Returns one dict per (table, step): the procedure's output row plus table/step/engine.
-    """
-    kwargs = {
-        "older_than": older_than,
-        "retain_last": retain_last,
-        "orphan_older_than": orphan_older_than,
-        "min_input_files": min_input_files,
-        "target_file_size": target_file_size,
-    }
-    unknown = set(steps) - set(STEPS) - {"retention"}
-    if unknown:
-        raise BadInputError(f"unknown maintenance step(s): {', '.join(sorted(unknown))} (choose from {', '.join(STEPS)})")
-    known = lh.tables()
-    names = list(tables) if tables else known
-    for name in names:
-        if name not in known:
-            raise BadInputError(f"no table {name!r} (tables: {', '.join(known) or 'none'})")
-    spark = session(lh)
-    results: list[dict[str, Any]] = []
-    for name in names:
-        if "retention" in steps:
-            results.append(
-                {"table": name, "step": "retention", "engine": "spark", "dry_run": dry_run,
-                 "skipped": "no Iceberg procedure: run it with --engine python"}
-            )
-        chosen = [s for s in STEPS if s in steps]
-        if dry_run:
-            results += _run_table(spark, lh, name, chosen, dry_run, None, kwargs)
-            continue
-        # The same per-table lock the Python engine takes: never two maintainers on one table.
-        from icebergdo.maintenance.lock import TableLock
-
-        lock = TableLock(lh.catalog.engine, lh.config.catalog_name, name)
-        if not lock.acquire():
-            results.append({"table": name, "step": "all", "engine": "spark", "dry_run": dry_run,
-                            "skipped": "another maintainer holds the lock"})
-            continue
-        done: list[dict[str, Any]] = []
-        try:
-            done = _run_table(spark, lh, name, chosen, dry_run, lock, kwargs)
-        finally:
-            lock.release(summary={"engine": "spark", "steps": done} if done else None)
-        results += done
-    return results
-
-
-def _run_table(
-    spark: Any, lh: Any, name: str, chosen: list[str], dry_run: bool, lock: Any, kw: dict[str, Any]
-) -> list[dict[str, Any]]:
-    cat = lh.config.catalog_name
-    ident = _quote_table(name)
-    results: list[dict[str, Any]] = []
-    for step in chosen:
-        if lock is not None:
-            lock.refresh()
-        entry: dict[str, Any] = {"table": name, "step": step, "engine": "spark", "dry_run": dry_run}
-        started = time.monotonic()
-        if dry_run and step != "orphans":
-            entry["skipped"] = "Iceberg's procedure has no dry-run mode"
-        elif step == "compact":
-            options = {}
-            if kw["min_input_files"] is not None:
-                options["min-input-files"] = str(int(kw["min_input_files"]))
-            if kw["target_file_size"] is not None:
-                options["target-file-size-bytes"] = str(int(kw["target_file_size"]))
-            args = {"table": ident}
-            if options:
-                args["options"] = "map(" + ", ".join(f"'{k}', '{v}'" for k, v in options.items()) + ")"
-            rows = _call(spark, cat, "rewrite_data_files", **args)
-            entry.update(rows[0] if rows else {})
-        elif step == "expire":
-            args = {"table": ident}
-            if kw["older_than"] is not None:
-                args["older_than"] = _timestamp(kw["older_than"])
-            if kw["retain_last"] is not None:
-                args["retain_last"] = str(int(kw["retain_last"]))
-            rows = _call(spark, cat, "expire_snapshots", **args)
-            entry.update(rows[0] if rows else {})
-        elif step == "orphans":
-            orphans: list[str] = []
-            locations, notes = _orphan_locations(lh, name)
-            for location in locations:
-                orphans += _remove_orphans(spark, lh.config, name, location, kw["orphan_older_than"], dry_run)
-            entry["locations"] = locations
-            entry["orphan_file_count"] = len(orphans)
-            entry["orphan_files"] = orphans
-            if notes:
-                entry["notes"] = notes
-        else:
-            rows = _call(spark, cat, "rewrite_manifests", table=ident)
-            entry.update(rows[0] if rows else {})
-        entry["seconds"] = round(time.monotonic() - started, 3)
-        results.append(entry)
-    return results
-
-
-def _remove_orphans(spark: Any, config: Config, name: str, location: str, older_than: datetime | None, dry_run: bool) -> list[str]:
-    """`remove_orphan_files` under one location; the orphan files found (deleted unless dry run).
-
-    The procedure refuses `older_than` within the last 24 hours (a file being written by a
-    concurrent commit could look orphaned). A caller who passes a later cut-off explicitly
-    gets Iceberg's DeleteOrphanFiles action instead, which the procedure's message points to.
-    """
-    if older_than is not None and older_than.tzinfo is None:
-        older_than = older_than.replace(tzinfo=UTC)
-    if older_than is None or older_than <= datetime.now(UTC) - timedelta(hours=24, minutes=1):
-        args = {"table": _quote_table(name), "location": f"'{_sql_text(location)}'", "dry_run": str(dry_run).lower()}
-        if older_than is not None:
-            args["older_than"] = _timestamp(older_than)
-        if config.is_s3:
-            args["prefix_listing"] = "true"  # list through our FileIO: Hadoop has no s3 file system
-        return [r["orphan_file_location"] for r in _call(spark, config.catalog_name, "remove_orphan_files", **args)]
-    jvm = spark._jvm
-    jspark = spark._jsparkSession
-    table = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(jspark, f"{config.catalog_name}.{name}")
-    action = (
-        jvm.org.apache.iceberg.spark.actions.SparkActions.get(jspark)
-        .deleteOrphanFiles(table)
-        .location(location)
-        .olderThan(int(older_than.timestamp() * 1000))
-    )
-    if config.is_s3:
-        action = action.usePrefixListing(True)
-    if dry_run:
-        action = action.deleteWith(jvm.icebergdo.IcebergdoS3FileIO.noopDelete())
-    return [str(p) for p in action.execute().orphanFileLocations()]
-
-
-def _call(spark: Any, catalog: str, procedure: str, **args: str) -> list[dict[str, Any]]:
-    text = ", ".join(f"{k} => {v}" for k, v in args.items())
-    return [r.asDict(recursive=True) for r in spark.sql(f"CALL {catalog}.system.{procedure}({text})").collect()]
-
-
-def _quote_table(name: str) -> str:
-    ns, table = layout.split_identifier(name)
-    return f"'`{ns}`.`{table}`'"
-
-
-def _timestamp(when: datetime) -> str:
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return "TIMESTAMP '" + when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
-
-
-def _orphan_locations(lh: Any, name: str) -> tuple[list[str], list[str]]:
-    """Where to look for orphans: the table location, plus `write.data.path` when it lies outside.
-
-    A location holding another table's location or data path is skipped (with a note): Iceberg
-    would take that table's files for orphans of this one.
-    """
-
-    def prefixes(table: Any) -> list[str]:
-        location = table.metadata.location.rstrip("/")
-        data = (table.properties.get("write.data.path") or "").rstrip("/")
-        return [location] + ([data] if data and not _under(data, location) else [])
-
-    mine = prefixes(lh.table(name))
-    others = [(other, p) for other in lh.tables() if other != name for p in prefixes(lh.table(other))]
-    keep, notes = [], []
-    for location in mine:
-        clash = next((other for other, p in others if _under(p, location)), None)
-        if clash:
-            notes.append(f"skipped {location}: table {clash} keeps files below it")
-        else:
-            keep.append(location)
-    return keep, notes
-
-
-def _under(path: str, prefix: str) -> bool:
-    def norm(p: str) -> str:
-        return re.sub(r"^file:/+", "file:///", p.rstrip("/"))
-
-    p, q = norm(path), norm(prefix)
-    return p == q or p.startswith(q + "/")
 
 
 def error_summary(exc: BaseException) -> str:

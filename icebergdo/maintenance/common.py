@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyiceberg.table import Table, TableProperties
 
-from icebergdo import layout
-from icebergdo.errors import BadInputError
+from icebergdo import layout, units
 from icebergdo.iceberg import datafiles
 
 DAY_MS = 86_400_000
@@ -22,18 +20,10 @@ ORPHAN_AGE_DEFAULT_S = 3 * 86_400
 MIN_INPUT_FILES_DEFAULT = 5
 SMALL_FILE_RATIO = 0.75
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def parse_duration(text: str | float, where: str = "duration") -> float:
-    """`90d`, `12h`, `30m`, `45s`, `500ms`, `1w` (or a bare number of seconds) → seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
-    m = _DURATION.match(str(text))
-    if not m:
-        raise BadInputError(f"{where}: cannot parse duration {text!r} (use e.g. 90d, 12h, 30m, 45s)")
-    return float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
+    """`90d`, `12h`, `30m`, `45s`, `500ms`, `1w`, `1h30m` (or a bare number of seconds) → seconds (`icebergdo.units`)."""
+    return units.parse_duration(text, where=where)
 
 
 @dataclass

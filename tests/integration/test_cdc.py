@@ -13,7 +13,7 @@ import pytest
 
 from icebergdo import BadInputError, BadNameError, Lakehouse, cdc
 from icebergdo.engines.duck import connect
-from tests.test_cdc_property import plain_fold
+from tests.integration.test_cdc_property import plain_fold
 
 DAY = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 

@@ -47,11 +47,12 @@ def test_init_creates_events_table(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_query_error_is_one_line_and_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "--home", str(tmp_path / "lh"), "init")[0] == 0
     code, _, err = run(capsys, "--home", str(tmp_path / "lh"), "query", "SELEC nonsense")
-    assert code != 0 and err.startswith("icebergdo: error: query failed")
+    assert code == 3 and err.startswith("icebergdo: error: query failed") and len(err.strip().splitlines()) == 1
 
 
 def test_help_lists_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "icebergdo", "--help"], capture_output=True, text=True, check=True).stdout
-    for cmd in ("init", "ingest", "tables", "query", "demo"):
+    for cmd in ("init", "ingest", "tables", "query", "demo", "maintain", "health", "cdc", "doctor", "dev", "spark-sql"):
         assert cmd in out

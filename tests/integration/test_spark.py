@@ -1,7 +1,8 @@
 """Apache Spark (Iceberg's Java library) on icebergdo tables, checked against DuckDB.
 
 Both backends: a local folder + SQLite, and SeaweedFS S3 + PostgreSQL. One JVM serves the
-whole test process (`icebergdo.engines.spark.base_session`); each lakehouse gets a light `newSession()`.
+whole test process (`icebergdo.engines.spark.base_session`, shared by every test_spark_* module and
+ended with the process); each lakehouse gets a light `newSession()`.
 """
 
 from __future__ import annotations
@@ -14,22 +15,17 @@ from typing import Any
 
 import pytest
 
-from icebergdo import Lakehouse
+from icebergdo import Lakehouse, layout
 from icebergdo.cli import main as cli_main
 from icebergdo.config import Config
 from icebergdo.engines import spark as isp
 from icebergdo.engines import spark_jars
+from icebergdo.maintenance import MaintenanceOptions, maintain
+from icebergdo.maintenance.lock import TableLock
 
 pytestmark = pytest.mark.slow
 
 COLUMNS = "id, type, source, namespace, collection, payload"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_jvm_per_module():
-    """Every test here shares one JVM (each lakehouse gets its own light session); end it after."""
-    yield
-    isp.stop()
 
 
 def _events(n: int, base: datetime, tag: str) -> list[dict[str, Any]]:
@@ -164,11 +160,12 @@ def test_spark_insert_is_read_back_by_icebergdo(lh: Lakehouse) -> None:
     assert lh.query("SELECT count(*) AS n FROM events").to_pylist()[0]["n"] == 19
     table = lh.table("events.raw")
     assert table.scan().to_arrow().num_rows == 19
-    # Java ignores our Python location provider but honours write.data.path.
-    spark_files = [p for p in table.inspect.files().column("file_path").to_pylist() if "ts_hour=" in p]
-    assert len(spark_files) == 1
+    # Our Spark session writes the ADR layout (icebergdo's catalog hands Java the ADR LocationProvider).
+    spark_files = [p for p in table.inspect.files().column("file_path").to_pylist() if "/2024/03/02/08/" in p]
+    assert len(spark_files) == 1 and layout.EVENT_FILE_RE.search(spark_files[0]), spark_files
     data_path = table.properties["write.data.path"]
     assert spark_files[0].replace("file:/", "file:///", 1).startswith(data_path) or spark_files[0].startswith(data_path)
+    assert "write.location-provider.impl" not in table.properties  # nothing Java-only in the table itself
     # pyiceberg can keep appending after Spark's commit.
     lh.append_events(_events(2, datetime(2024, 3, 3, tzinfo=UTC), "after"))
     assert spark.sql("SELECT count(*) FROM events.raw").collect()[0][0] == 21
@@ -178,23 +175,24 @@ def test_spark_rewrite_data_files_keeps_content(lh: Lakehouse) -> None:
     _seed(lh)
     before = _duck_rows(lh)
     files_before = len(lh.table("events.raw").inspect.files())
-    assert isp.maintain(lh, ["events.raw"], {"compact"}, False)[0]["rewritten_data_files_count"] == 0  # < 5 files per hour
+    (r,) = maintain(lh, ["events.raw"], ["compact"], engine="spark", progress=None)
+    assert (r.step, r.files_in, r.details["engine"]) == ("compact", 0, "spark")  # < 5 files per hour
     # Another maintainer (e.g. the Python engine) holds the table: Spark leaves it alone.
-    from icebergdo.maintenance.lock import TableLock
-
-    with TableLock(lh.catalog.engine, lh.config.catalog_name, "events.raw"):
-        busy = isp.maintain(lh, ["events.raw"], {"compact"}, False, min_input_files=1)
-    assert busy == [{"table": "events.raw", "step": "all", "engine": "spark", "dry_run": False, "skipped": "another maintainer holds the lock"}]
+    with TableLock(lh.catalog_engine, lh.config.catalog_name, "events.raw"):
+        busy = maintain(lh, ["events.raw"], ["compact"], engine="spark", options=MaintenanceOptions(min_input_files=1), progress=None)
+    assert [(b.table, b.step, b.notes) for b in busy] == [("events.raw", "all", ["skipped: another maintainer holds the lock"])]
     assert len(lh.table("events.raw").inspect.files()) == files_before
-    out = isp.maintain(lh, ["events.raw"], {"compact"}, False, min_input_files=1)
+    (r,) = maintain(lh, ["events.raw"], ["compact"], engine="spark", options=MaintenanceOptions(min_input_files=1), progress=None)
     hours = lh.query("SELECT count(DISTINCT date_trunc('hour', ts)) AS n FROM events").to_pylist()[0]["n"]
     assert files_before > hours == 5
-    added, rewritten = out[0]["added_data_files_count"], out[0]["rewritten_data_files_count"]
     # Every multi-file hour became one file; a lone file is left as it is.
-    untouched = hours - added
-    assert out[0]["step"] == "compact" and rewritten == files_before - untouched and added >= 3
+    untouched = hours - r.files_out
+    assert r.files_in == r.details["rewritten_data_files_count"] == files_before - untouched and r.files_out >= 3
+    assert r.bytes_in == r.details["rewritten_bytes_count"] > 0 and r.bytes_out > 0 and r.snapshot_id == lh.table("events.raw").current_snapshot().snapshot_id
     assert _duck_rows(lh) == before
-    assert len(lh.table("events.raw").inspect.files()) == hours
+    files = lh.table("events.raw").inspect.files().column("file_path").to_pylist()
+    assert len(files) == hours
+    assert sum("/_compact-" in f for f in files) == r.files_out  # the python engine's prefix for compaction outputs
 
 
 def test_spark_maintain_all_steps(lh: Lakehouse) -> None:
@@ -207,24 +205,23 @@ def test_spark_maintain_all_steps(lh: Lakehouse) -> None:
         f.write(b"not referenced by any snapshot")
     hint = table.metadata_location.rsplit("/", 1)[0] + "/version-hint.text"
     assert table.io.new_input(hint).exists()
-    later = datetime.now(UTC) + timedelta(minutes=5)
     files_before = len(table.inspect.files())
+    opts = MaintenanceOptions(older_than=0, retain_last=1, orphan_age=0, min_input_files=1)
 
-    dry = isp.maintain(lh, None, {"orphans", "expire"}, True, orphan_older_than=later)
-    assert {d["step"] for d in dry} == {"orphans", "expire"}
-    dry_orphans = next(d for d in dry if d["step"] == "orphans")
-    assert [p.endswith("01ORPHANORPHANORPHANORPHAN0.parquet") for p in dry_orphans["orphan_files"]] == [True]
-    assert table.io.new_input(orphan).exists()  # dry run deletes nothing
+    # The dry run is the python planners' (Iceberg's procedures cannot dry-run): nothing changes.
+    dry = maintain(lh, None, ["orphans", "expire"], dry_run=True, engine="spark", options=opts, progress=None)
+    assert {(d.table, d.step) for d in dry} >= {("events.raw", "orphans"), ("events.raw", "expire")}
+    dry_orphans = next(d for d in dry if d.step == "orphans" and d.table == "events.raw")
+    assert [p.endswith("01ORPHANORPHANORPHANORPHAN0.parquet") for p in dry_orphans.details["paths"]] == [True]
+    assert table.io.new_input(orphan).exists()
 
-    out = isp.maintain(
-        lh, None, {"compact", "expire", "orphans", "manifests"}, False,
-        older_than=later, retain_last=1, orphan_older_than=later, min_input_files=1,
-    )
-    steps = {d["step"]: d for d in out}
-    assert set(steps) == {"compact", "expire", "orphans", "manifests"}
-    assert steps["compact"]["rewritten_data_files_count"] >= files_before - 2
-    assert steps["expire"]["deleted_data_files_count"] == steps["compact"]["rewritten_data_files_count"]
-    assert steps["orphans"]["orphan_file_count"] == 1
+    out = maintain(lh, ["events.raw"], ["compact", "expire", "orphans", "manifests"], engine="spark", options=opts, progress=None)
+    steps = {r.step: r for r in out}
+    assert list(steps) == ["compact", "manifests", "expire", "orphans"]  # the driver's order
+    assert all(r.details["engine"] == "spark" and not r.dry_run for r in out)
+    assert steps["compact"].files_in >= files_before - 2
+    assert steps["expire"].details["deleted_data_files_count"] == steps["compact"].files_in
+    assert steps["orphans"].files_in == 1 and steps["orphans"].details["paths"][0].endswith("01ORPHANORPHANORPHANORPHAN0.parquet")
     assert not table.io.new_input(orphan).exists()
     assert table.io.new_input(hint).exists()  # Iceberg treats the version hint as metadata, not an orphan
     fresh = lh.table("events.raw")
@@ -241,11 +238,15 @@ def test_spark_sql_cli(lh: Lakehouse, tmp_path: Path, capsys: pytest.CaptureFixt
     got = json.loads(capsys.readouterr().out)
     assert got == lh.query("SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type").to_pylist()
     assert sum(r["n"] for r in got) == 18
-    # `maintain --engine spark` dispatches here; orphans with Iceberg's defaults (3-day window) via the procedure.
+    # `maintain --engine spark` prints the same summary as the python engine; --json gives StepReports.
     rc = cli_main(["--config", str(cfg), "maintain", "--engine", "spark", "--orphans", "--table", "events.raw"])
     assert rc == 0
+    out = capsys.readouterr().out
+    assert out.startswith("plan:") and "done in" in out and "engine=spark" in out and "{" not in out.split("done in")[1].split("\n")[0]
+    rc = cli_main(["--config", str(cfg), "maintain", "--engine", "spark", "--orphans", "--table", "events.raw", "--json"])
+    assert rc == 0
     report = json.loads(capsys.readouterr().out)
-    assert [(r["table"], r["step"], r["orphan_file_count"]) for r in report] == [("events.raw", "orphans", 0)]
+    assert [(r["table"], r["step"], r["files_in"], r["dry_run"], r["details"]["engine"]) for r in report] == [("events.raw", "orphans", 0, False, "spark")]
     rc = cli_main(["--config", str(cfg), "spark-sql", "SELECT * FROM events.nope"])
     assert rc != 0
     err = capsys.readouterr().err
@@ -289,3 +290,50 @@ def test_spark_reads_cdc_current_state(lh: Lakehouse) -> None:
     assert [tuple(r) for r in spark.sql(f"SELECT {cols} FROM state_by_path ORDER BY id").collect()] == expected
     n_log = lh.query("SELECT count(*) AS n FROM shop.orders__deltas").to_pylist()[0]["n"]
     assert spark.sql("SELECT count(*) FROM shop.orders__deltas").collect()[0][0] == n_log == 10
+
+
+def test_session_configures_an_existing_session(lh: Lakehouse) -> None:
+    """`session(lh, spark=yours)` sets up the catalog in the session you pass and leaves its current catalog alone."""
+    _seed(lh)
+    mine = isp.base_session().newSession()  # a session built elsewhere (a user's, a cluster's)
+    assert isp.session(lh, spark=mine) is mine
+    assert mine.catalog.currentCatalog() == "spark_catalog"
+    name = lh.config.catalog_name
+    assert mine.conf.get(f"spark.sql.catalog.{name}.catalog-impl") == isp.CATALOG_IMPL
+    assert mine.sql(f"SELECT count(*) FROM {name}.events.raw").collect()[0][0] == 18
+    assert isp.capabilities(mine) == isp.Capabilities(icebergdo=True, aws_sdk=False, extensions=True)
+    # Without the AWS SDK on the classpath, S3 goes through icebergdo's FileIO; asking for Iceberg's is refused.
+    assert isp.choose_fileio(lh.config, isp.capabilities(mine)) == "icebergdo"
+    if lh.config.is_s3:
+        assert mine.conf.get(f"spark.sql.catalog.{name}.io-impl") == isp.S3_FILEIO
+        with pytest.raises(spark_jars.SparkSetupError, match="iceberg-aws-bundle"):
+            isp.session(lh, spark=mine, fileio="iceberg")
+
+
+def test_spark_conf_lines_attach_a_spark(lh: Lakehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`icebergdo spark conf` prints what a Spark needs; applied to a bare session, it reads the lakehouse."""
+    _seed(lh)
+    cfg = _write_toml(lh.config, tmp_path / "lake.toml")
+    assert cli_main(["--config", str(cfg), "spark", "conf", "--fileio", "icebergdo"]) == 0
+    masked = capsys.readouterr()
+    assert "secrets are masked" in masked.err
+    for secret in lh.config.secrets():
+        assert secret not in masked.out
+    assert cli_main(["--config", str(cfg), "spark", "conf", "--fileio", "icebergdo", "--show-secrets"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln and not ln.startswith("#")]
+    conf = dict(ln.split(None, 1) for ln in lines)
+    for secret in lh.config.secrets():
+        assert secret in conf.values() or any(secret in v for v in conf.values())
+    assert conf["spark.sql.extensions"] == isp.EXTENSIONS and conf["spark.sql.defaultCatalog"] == lh.config.catalog_name
+    assert conf["spark.jars"] == str(spark_jars.icebergdo_jar())
+    assert "org.apache.iceberg:iceberg-spark-runtime-3.5_2.12:1.10.2" in conf["spark.jars.packages"]
+    bare = isp.base_session().newSession()  # the jars are on this JVM already; apply the rest
+    for key, value in conf.items():
+        if key.startswith("spark.sql.catalog."):
+            bare.conf.set(key, value)
+    got = bare.sql(f"SELECT count(*) FROM {lh.config.catalog_name}.events.raw").collect()[0][0]
+    assert got == 18
+    # submit format: one --packages, one --jars and --conf lines
+    assert cli_main(["--config", str(cfg), "spark", "conf", "--format", "submit"]) == 0
+    submit = capsys.readouterr().out.splitlines()
+    assert submit[0].startswith("--packages ") and submit[1].startswith("--jars ") and all(ln.startswith("--conf ") for ln in submit[2:])

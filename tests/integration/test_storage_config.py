@@ -1,10 +1,15 @@
-"""S3 configs (R2, SeaweedFS, PostgreSQL), `icebergdo init` bucket checks, `icebergdo doctor` diagnoses, `dev s3`."""
+"""Configs against real servers: `icebergdo init` bucket checks, `icebergdo doctor` diagnoses, `dev s3`, and a
+PostgreSQL password made of every special character. (Parsing the configs: tests/unit/test_config.py.)"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
+import traceback
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -12,71 +17,7 @@ from icebergdo.cli import main
 from icebergdo.config import Config
 from icebergdo.dev import checks as storage
 from icebergdo.dev import s3dev
-from icebergdo.engines.duck import s3_secret_sql
-from icebergdo.errors import ConfigError
 from tests import servers
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "catalog-config"
-ENV = {
-    "R2_ACCOUNT_ID": "0123456789abcdef0123456789abcdef",
-    "R2_ACCESS_KEY_ID": "r2-access-key-id-value",
-    "R2_SECRET_ACCESS_KEY": "r2-very-secret-value",
-    "ICEBERGDO_PG_PASSWORD": "pg-very-secret",
-    "SEAWEEDFS_ACCESS_KEY": "dev-access",
-    "SEAWEEDFS_SECRET_KEY": "dev-very-secret",
-}
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    for k, v in ENV.items():
-        monkeypatch.setenv(k, v)
-    return ENV
-
-
-def test_r2_config_parses_with_env(env: dict[str, str]) -> None:
-    config = Config.from_file(CONFIG_DIR / "r2.toml")
-    assert config.s3 is not None
-    assert config.s3.endpoint == f"https://{env['R2_ACCOUNT_ID']}.r2.cloudflarestorage.com"
-    assert config.s3.region == "auto"
-    assert (config.s3.access_key_id, config.s3.secret_access_key) == (env["R2_ACCESS_KEY_ID"], env["R2_SECRET_ACCESS_KEY"])
-    assert config.catalog_uri.startswith("postgresql+psycopg://icebergdo:pg-very-secret@")
-    assert config.warehouse == "s3://events/lake"
-    props = config.catalog_properties()
-    assert props["s3.region"] == "auto" and props["s3.endpoint"] == config.s3.endpoint
-    assert props["s3.force-virtual-addressing"] == "false"
-    assert props["py-io-impl"] == "pyiceberg.io.pyarrow.PyArrowFileIO"
-    assert float(props["s3.connect-timeout"]) == 5 and float(props["s3.request-timeout"]) == 30
-    sql = s3_secret_sql(config)
-    assert sql is not None
-    assert f"ENDPOINT '{env['R2_ACCOUNT_ID']}.r2.cloudflarestorage.com'" in sql and "USE_SSL true" in sql
-    assert "REGION 'auto'" in sql and "URL_STYLE 'path'" in sql
-    shown = json.dumps(config.redacted()) + repr(config)
-    assert env["R2_SECRET_ACCESS_KEY"] not in shown and env["ICEBERGDO_PG_PASSWORD"] not in shown
-
-
-@pytest.mark.parametrize("name", ["seaweedfs.toml", "postgres.toml"])
-def test_dev_configs_parse_with_env(env: dict[str, str], name: str) -> None:
-    config = Config.from_file(CONFIG_DIR / name)
-    assert config.is_s3 and config.s3 is not None
-    assert config.s3.endpoint == "http://127.0.0.1:8333" and config.s3.path_style
-    assert config.s3.secret_access_key == env["SEAWEEDFS_SECRET_KEY"]
-    assert s3_secret_sql(config) is not None and "USE_SSL false" in s3_secret_sql(config)  # type: ignore[operator]
-    if name == "postgres.toml":
-        assert config.catalog_uri == "postgresql+psycopg://icebergdo:pg-very-secret@127.0.0.1:5432/icebergdo"
-    else:
-        assert config.is_sqlite
-
-
-def test_missing_env_var_is_named(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    monkeypatch.delenv("R2_SECRET_ACCESS_KEY")
-    with pytest.raises(ConfigError, match="R2_SECRET_ACCESS_KEY"):
-        Config.from_file(CONFIG_DIR / "r2.toml")
-
-
-def test_bad_timeout_is_refused() -> None:
-    with pytest.raises(ConfigError, match="request_timeout"):
-        Config.from_dict({"catalog": {"uri": "sqlite:///x.db", "warehouse": "s3://b/p"}, "s3": {"request_timeout": 0}})
 
 
 def _s3_config(seaweedfs: servers.SeaweedFS, tmp_path: Path, bucket: str, **s3: object) -> Path:
@@ -190,3 +131,117 @@ def test_dev_s3_cli_start_status_stop(tmp_path: Path, capsys) -> None:
         assert main(["dev", "s3", "stop", "--dir", str(folder)]) == 0
     assert not server.alive() and s3dev.running(folder) is None
     assert not os.path.exists(f"/proc/{server.pid}") or "weed" not in Path(f"/proc/{server.pid}/cmdline").read_text(errors="replace")
+
+
+# -- a PostgreSQL password made of every special character -----------------------------------------------
+SPECIALS = " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~é€"
+
+
+def special_password(seed: int) -> str:
+    """Every special character, each between a lower- and an upper-case letter that are not hex digits.
+
+    Seeded, so the fragments cannot collide by chance with hex/ULID text in the output: no test flakes.
+    """
+    rng = random.Random(seed)
+    return "".join(rng.choice("ghjkmnpqrstvwxyz") + rng.choice("GHJKMNPQRSTVWXYZ") + c for c in SPECIALS)
+
+
+def fragments(secret: str, size: int = 3) -> set[str]:
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+def leaked(text: str, secret: str) -> set[str]:
+    """Fragments of length 3 of `secret` found in `text`, and its percent-encoded form if that is there."""
+    found = {f for f in fragments(secret) if f in text}
+    encoded = quote(secret, safe="")
+    return found | ({encoded} if encoded in text else set())
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int | None, str]:
+    """(exit code or None if it raised, stdout + stderr + any exception's traceback)."""
+    try:
+        code: int | None = main(argv)
+        tb = ""
+    except BaseException:  # noqa: BLE001 - the traceback text is checked for secrets too
+        code, tb = None, traceback.format_exc()
+    out = capsys.readouterr()
+    return code, out.out + out.err + tb
+
+
+def test_postgres_password_with_every_special_character(
+    postgres: servers.Postgres, seaweedfs: servers.SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    from psycopg import sql
+
+    password, wrong = special_password(14), special_password(41)
+    role = db = f"special_{tmp_path.name[-12:].lower().replace('-', '_')}"
+    with postgres.connect() as con:
+        con.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        con.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(role)))
+    bucket = seaweedfs.create_bucket("icebergdo-tests")
+    s3 = seaweedfs.s3_settings()
+    path = tmp_path / "special.toml"
+    path.write_text(
+        "[catalog]\n"
+        f'uri = "postgresql+psycopg://{role}:${{ICEBERGDO_PG_PASSWORD}}@127.0.0.1:{postgres.port}/{db}"\n'
+        f'warehouse = "s3://{bucket}/special-{tmp_path.name.lower().replace("_", "-")}"\n\n[s3]\n'
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in s3.items())
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"ts": f"2026-11-25T10:{i:02d}:00Z", "type": "webhook", "payload": {"i": i}}) + "\n" for i in range(30)))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the default WAL folder of a config lakehouse
+    caplog.set_level(logging.DEBUG)
+    base = ["--config", str(path)]
+
+    monkeypatch.setenv("ICEBERGDO_PG_PASSWORD", password)
+    config = Config.from_file(path)
+    assert password in config.secrets()
+    outputs = {}
+    for argv in (["init"], ["doctor"], ["ingest", str(events), "--no-progress"], ["tables", "--json"],
+                 ["query", "SELECT count(*) AS n, count(DISTINCT id) AS d FROM events", "--format", "json"]):
+        code, text = _run_cli(base + argv, capsys)
+        outputs[argv[0]] = text
+        assert code == 0, (argv, text[-3000:])
+    assert json.loads(outputs["query"]) == [{"n": 30, "d": 30}]
+    assert f"postgresql+psycopg://{role}:***@127.0.0.1:{postgres.port}/{db}" in outputs["init"]
+    assert "all checks passed" in outputs["doctor"]
+
+    monkeypatch.setenv("ICEBERGDO_PG_PASSWORD", wrong)
+    for argv, expected in ((["init"], 4), (["doctor"], 1), (["tables"], 4), (["ingest", str(events), "--no-progress"], 4)):
+        code, text = _run_cli(base + argv, capsys)
+        outputs[f"wrong {argv[0]}"] = text
+        assert code == expected, (argv, text[-3000:])
+    assert "password authentication failed" in outputs["wrong doctor"]
+    assert "wrong user or password" in outputs["wrong doctor"]
+
+    everything = "\n".join(outputs.values()) + "\n" + caplog.text
+    for secret in (password, wrong):
+        assert not leaked(everything, secret), leaked(everything, secret)
+
+
+def test_doctor_warns_about_tables_of_another_warehouse(postgres: servers.Postgres, tmp_path: Path, capsys) -> None:
+    """Two configs, one PostgreSQL catalog (same name), two warehouses: they share tables; doctor says so."""
+    from icebergdo import Lakehouse
+
+    uri = postgres.create_database("shared_catalog")
+    paths = {}
+    for side in ("a", "b"):
+        paths[side] = tmp_path / f"{side}.toml"
+        paths[side].write_text(f'[catalog]\nname = "shared"\nuri = "{uri}"\nwarehouse = "{tmp_path / side}"\n')
+    Lakehouse.open(config=str(paths["a"])).append_events([{"ts": "2026-11-25T10:00:00Z", "type": "webhook"}])
+
+    assert main(["--config", str(paths["a"]), "doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "ok   table locations: all 1 table(s) of catalog 'shared' are in" in out
+
+    assert main(["--config", str(paths["b"]), "doctor"]) == 0  # a warning, not a failure
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "table locations" in x)
+    assert line.startswith("WARN table locations: 1 of 1 table(s) of catalog 'shared' live outside")
+    assert f"events.raw ({(tmp_path / 'a').as_uri()}/catalog/events.raw/metadata/" in line
+    assert "own [catalog] name" in out and "all checks passed" in out
+
+    assert main(["--config", str(paths["b"]), "doctor", "--json"]) == 0
+    check = {c["name"]: c for c in json.loads(capsys.readouterr().out)}["table locations"]
+    assert check["ok"] and check["warning"]
