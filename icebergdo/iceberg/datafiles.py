@@ -129,8 +129,28 @@ def partition_key_of(spec: PartitionSpec, schema: Schema, row: pa.Table) -> Part
 
 
 def check_schema(metadata: TableMetadata, schema: pa.Schema) -> None:
-    """Raise ValueError when Arrow data with `schema` cannot be written to the table as it is."""
-    _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=schema, format_version=metadata.format_version)
+    """Raise ValueError when Arrow data with `schema` cannot be written to the table as it is.
+
+    The message is one line naming the fields: pyiceberg reports a type mismatch as a multi-line
+    table drawn with box characters, which a one-line error would cut to "Mismatch in fields:".
+    """
+    try:
+        _check_pyarrow_schema_compatible(metadata.schema(), provided_schema=schema, format_version=metadata.format_version)
+    except ValueError as e:
+        raise ValueError(one_line_mismatch(str(e))) from None
+
+
+def one_line_mismatch(message: str) -> str:
+    """pyiceberg's "Mismatch in fields:" table → "field n: table has optional string, the batch optional long; …"."""
+    if "\n" not in message.strip():
+        return message.strip()
+    rows = []
+    for line in message.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) >= 4 and cells[1].startswith("❌"):
+            rows.append(f"field {cells[2]!r}: the batch has {cells[3]!r}" if cells[3] else f"field {cells[2]!r}")
+    head = message.strip().splitlines()[0].rstrip(":")
+    return f"{head}: {'; '.join(rows)}" if rows else " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def write_data_files(

@@ -86,3 +86,19 @@ def test_ledger_guard_refuses_a_covered_batch(n: int) -> None:
     guard.validate(SimpleNamespace(properties={ledger.key(wid): f"{n - 1}@1"}))  # type: ignore[arg-type]
     with pytest.raises(AlreadyCommitted):
         guard.validate(SimpleNamespace(properties={ledger.key(wid): f"{n}@1"}))  # type: ignore[arg-type]
+
+
+def test_schema_mismatch_becomes_one_line_naming_the_fields() -> None:
+    from icebergdo.iceberg.datafiles import one_line_mismatch
+
+    table = """Mismatch in fields:
+┏━━━━┳━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━┓
+┃    ┃ Table field          ┃ Dataframe field      ┃
+┡━━━━╇━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━┩
+│ ✅ │ 1: id: required      │ 1: id: required      │
+│ ❌ │ 9: n: optional       │ 9: n: optional long  │
+└────┴──────────────────────┴──────────────────────┘
+"""
+    assert one_line_mismatch(table) == "Mismatch in fields: field '9: n: optional': the batch has '9: n: optional long'"
+    assert one_line_mismatch("PyArrow table contains more columns: country.") == "PyArrow table contains more columns: country."
+    assert one_line_mismatch("first\n  second\n") == "first second"
