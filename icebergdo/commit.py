@@ -286,6 +286,18 @@ def pause_commits(table: str, max_s: float) -> contextlib.AbstractContextManager
     return _pauses.pause(table, max_s)
 
 
+def _write(table: Table, batch: pa.Table, what: str) -> datafiles.PreparedAppend:
+    """Write the batch's data files; a batch that does not fit the table is `BadInputError` (never retried).
+
+    Only this step's ValueError/TypeError mean bad input: the same exceptions from deeper in a
+    commit are failures of ours or pyiceberg's, and must not set a batch aside as unfit.
+    """
+    try:
+        return datafiles.write_append(table, batch)
+    except (ValueError, TypeError) as e:
+        raise BadInputError(f"{what}: batch does not fit the table schema: {describe(e)}") from None
+
+
 def append_idempotent(
     load_table: Callable[[], Table],
     batch: pa.Table,
@@ -312,8 +324,8 @@ def append_idempotent(
     entry and is refused when the ledger already covers `writer_seq` (see `icebergdo.ledger`).
     Without them, a batch id the caller supplied that is already in the snapshot history returns
     that snapshot without committing. Errors that are not transient (bad input) propagate as they
-    are; transient ones that outlast the retries become a `StorageError` that says whether the
-    outcome is known.
+    are (a batch that does not fit the table's schema: `BadInputError`); transient ones that
+    outlast the retries become a `StorageError` that says whether the outcome is known.
     """
     props = dict(snapshot_properties or {})
     caller_batch = batch_id or props.get(BATCH_ID)
@@ -364,7 +376,7 @@ def append_idempotent(
             if prepared is None or not datafiles.still_valid(table.metadata, prepared):
                 if prepared is not None:
                     datafiles.delete_files(table.io, prepared.files)
-                prepared = datafiles.write_append(table, batch)  # the uploads: outside the lock
+                prepared = _write(table, batch, what)  # the uploads: outside the lock
             _count("upload_s", time.monotonic() - t0)
             _pauses.wait(what)  # an upkeep round of this process is committing: let it finish (bounded)
             t1 = time.monotonic()
@@ -375,7 +387,7 @@ def append_idempotent(
                     table = table.refresh()  # others committed while we uploaded or queued
                 if not datafiles.still_valid(table.metadata, prepared):
                     datafiles.delete_files(table.io, prepared.files)
-                    prepared = datafiles.write_append(table, batch)
+                    prepared = _write(table, batch, what)
                 if guard is not None:  # "W committed up to seq", stamped now (pruning needs the time)
                     ledger_update = {ledger_key: ledger.encode(guard.seq, int(time.time() * 1000))}
                 committing = True

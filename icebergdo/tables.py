@@ -271,22 +271,19 @@ class Tables:
         if sort_by:
             batch = datafiles.sort_by(batch, sort_by)
         probe = getattr(self.catalog, "metadata_location_of", None)
-        try:
-            outcome = commit.append_idempotent(
-                lambda: self.table(name),
-                batch,
-                table=table,
-                snapshot_properties=snapshot_properties,
-                batch_id=batch_id,
-                writer_id=writer_id,
-                writer_seq=writer_seq,
-                config=self.config,
-                what=name,
-                lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
-                current_location=(lambda: probe(name)) if probe is not None else None,
-            )
-        except (ValueError, TypeError) as e:
-            raise BadInputError(f"{name}: batch does not fit the table schema: {commit.describe(e)}") from None
+        outcome = commit.append_idempotent(
+            lambda: self.table(name),
+            batch,
+            table=table,
+            snapshot_properties=snapshot_properties,
+            batch_id=batch_id,
+            writer_id=writer_id,
+            writer_seq=writer_seq,
+            config=self.config,
+            what=name,
+            lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
+            current_location=(lambda: probe(name)) if probe is not None else None,
+        )
         self._committed[name] = outcome.table
         snap = outcome.snapshot
         added = snap.summary.get("added-data-files") if snap and snap.summary else None
