@@ -10,12 +10,15 @@ the cause is fixed, or with `--unknown keep` to add their new columns), `drop` d
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from icebergdo.cli import args as args_mod
 from icebergdo.errors import BusyError, IcebergdoError, NotFoundError
+
+# `wal list`: one row per batch (state pending or rejected); a folder without batches is one "empty" row.
+LIST_COLUMNS = ["table", "folder", "writer_id", "in_use", "state", "batch_id", "seq", "events", "bytes", "age_s", "reason"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--table", help="only this table's WAL folders (default: every table)")
         q.add_argument("--wal", metavar="DIR", help="a WAL folder, or a folder of WAL folders (default: the lakehouse's)")
 
-    q = wsub.add_parser("list", help="WAL folders with their pending and rejected (dead-letter) batches")
+    q = wsub.add_parser("list", help="WAL folders with their pending and rejected (dead-letter) batches, one row per batch")
     common(q)
-    q.add_argument("--json", action="store_true", help="print JSON")
+    args_mod.add_format(q)
     q.set_defaults(handler=cmd_list)
 
     q = wsub.add_parser("retry", help="put rejected batches back in their WAL and commit them")
@@ -74,50 +77,37 @@ def _folders(args: argparse.Namespace, ctx: Any) -> list[tuple[str | None, Path]
     return out
 
 
-def _describe(table: str | None, folder: Path) -> dict[str, Any]:
+def _rows(table: str | None, folder: Path) -> list[dict[str, Any]]:
     from icebergdo import wal
 
-    pending = [(seq, batch, parts) for seq, batch, parts in wal.group_segments([p.name for p in folder.iterdir()])]
     try:
-        writer_id = (folder / wal.WRITER_ID_FILE).read_text().strip()
+        writer_id = (folder / wal.WRITER_ID_FILE).read_text().strip() or None
     except FileNotFoundError:
         writer_id = None
-    oldest = max((wal.age_s(folder / name) for _, _, parts in pending for _, name in parts), default=None)
-    return {
-        "table": table,
-        "folder": str(folder),
-        "writer_id": writer_id,
-        "in_use": wal.is_in_use(folder),
-        "pending_batches": len(pending),
-        "pending_bytes": sum((folder / n).stat().st_size for _, _, parts in pending for _, n in parts),
-        "oldest_pending_s": round(oldest, 1) if oldest is not None else None,
-        "rejected": [
-            {"batch_id": r.batch_id, "seq": r.seq, "rows": r.rows, "reason": r.reason, "rejected_at": r.info.get("rejected_at")}
-            for r in wal.rejected_batches(folder)
-        ],
-    }
+    base = {"table": table, "folder": str(folder), "writer_id": writer_id, "in_use": wal.is_in_use(folder)}
+    rows = []
+    for seq, batch_id, parts in wal.group_segments([p.name for p in folder.iterdir()]):
+        paths = [folder / name for _, name in parts]
+        events = sum(t.num_rows for p in paths if (t := wal.read_segment(p)) is not None)
+        rows.append({**base, "state": "pending", "batch_id": batch_id, "seq": seq, "events": events,
+                     "bytes": sum(p.stat().st_size for p in paths), "age_s": round(max(wal.age_s(p) for p in paths), 1), "reason": None})
+    for r in wal.rejected_batches(folder):
+        rows.append({**base, "state": "rejected", "batch_id": r.batch_id, "seq": r.seq, "events": r.rows,
+                     "bytes": sum(p.stat().st_size for p in r.paths if p.exists()),
+                     "age_s": round(max((wal.age_s(p) for p in r.paths), default=0.0), 1), "reason": r.reason})
+    return rows or [{**base, "state": "empty"}]
 
 
 def cmd_list(args: argparse.Namespace, ctx: Any) -> int:
-    found = [_describe(t, f) for t, f in _folders(args, ctx)]
-    if args.json:
-        print(json.dumps(found, indent=1))
-        return 0
-    if not found:
-        print("no write-ahead-log folders")
-        return 0
-    for d in found:
-        state = "in use" if d["in_use"] else "free"
-        pending = f"{d['pending_batches']} pending batch(es), {d['pending_bytes']:,} bytes" if d["pending_batches"] else "nothing pending"
-        if d["oldest_pending_s"] is not None:
-            pending += f", oldest {d['oldest_pending_s']:.0f}s old"
-        print(f"{d['table'] or '?'}  {d['folder']}  ({state}; {pending})")
-        for r in d["rejected"]:
-            print(f"  rejected {r['batch_id']} ({r['rows']} events, {r['rejected_at'] or '?'}): {r['reason']}")
-    rejected = sum(len(d["rejected"]) for d in found)
-    if rejected:
-        print(f"{rejected} rejected batch(es): `icebergdo wal retry BATCH` (after fixing the cause, or with --unknown keep), "
-              "or `icebergdo wal drop BATCH`")
+    from icebergdo.cli import output
+
+    rows = [row for table, folder in _folders(args, ctx) for row in _rows(table, folder)]
+    cols = [output.Column(c, output.BYTES) if c == "bytes" else output.Column(c, output.SECONDS) if c == "age_s"
+            else output.Column(c, output.NUMBER) if c == "events" else c for c in LIST_COLUMNS]
+    rejected = sum(1 for r in rows if r.get("state") == "rejected")
+    footer = (f"{rejected} rejected batch(es): `icebergdo wal retry BATCH` (after fixing the cause, or with --unknown keep), "
+              "or `icebergdo wal drop BATCH`") if rejected else None
+    output.emit_dicts(cols, rows, args.format, empty="no write-ahead-log folders", footer=footer)
     return 0
 
 
