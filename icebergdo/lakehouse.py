@@ -60,7 +60,9 @@ class Lakehouse(Tables):
     ) -> AppendResult:
         """Validate and append events (dicts or a pyarrow.Table) in one commit: all or nothing.
 
-        Give `batch_id` to make a retry safe: a batch id already committed is not committed again.
+        Give `batch_id` to make a retry safe: a batch id already in the retained snapshot history is
+        not committed again (events.raw keeps 1 hour / 50 snapshots by default; a durable writer's
+        exactly-once ledger has no such limit, docs/writer.md).
         CDC events in the batch are then routed to their collections (a routing failure is logged
         and recorded for `icebergdo cdc repair`; it never fails the committed batch).
         """
