@@ -36,6 +36,7 @@ _EXPORTS = {
     "StepReport": "icebergdo.maintenance",
     "StorageError": "icebergdo.errors",
     "Tables": "icebergdo.tables",
+    "TimeRule": "icebergdo.times",
     "UnsafeOperationError": "icebergdo.errors",
     "WalLockedError": "icebergdo.errors",
     "Writer": "icebergdo.writer",
@@ -84,4 +85,5 @@ if TYPE_CHECKING:
     from icebergdo.lakehouse import Lakehouse
     from icebergdo.maintenance import MaintenanceOptions, StepReport
     from icebergdo.tables import AppendResult, Tables
+    from icebergdo.times import TimeRule
     from icebergdo.writer import Writer, WriterStats

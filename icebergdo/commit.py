@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -438,7 +439,9 @@ def commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S
     """A per-table writer lock in the catalog itself, so writers of one table queue instead of racing.
 
     PostgreSQL: a session advisory lock (released by the server if this process dies); SQLite: an
-    flock on a file beside the catalog database. Anything else, or a lock not obtained within
+    flock on a file beside the catalog database; a REST catalog (no database to lock in): an flock
+    in the temp folder keyed by catalog URI and table, so writers on one machine queue and writers
+    on others race as they would anyway. Anything else, or a lock not obtained within
     `timeout_s`, yields False and the append runs optimistically as it would without a lock: the
     lock only saves failed commits and backoff sleeps, the catalog's compare-and-swap is what
     keeps commits correct. The context yields True when it had to wait for the lock (the table
@@ -451,6 +454,11 @@ def commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S
         return lambda: _pg_lock(engine, key, timeout_s)
     if dialect == "sqlite" and engine is not None and engine.url.database and engine.url.database != ":memory:":
         path = Path(f"{engine.url.database}.{identifier}.lock")
+        return lambda: _file_lock(path, timeout_s)
+    uri = getattr(catalog, "uri", None)
+    if engine is None and isinstance(uri, str) and uri.startswith(("http://", "https://")):
+        digest = hashlib.blake2b(f"{uri}|{identifier}".encode(), digest_size=12).hexdigest()
+        path = Path(tempfile.gettempdir()) / f"icebergdo-rest-{digest}.lock"
         return lambda: _file_lock(path, timeout_s)
     return lambda: contextlib.nullcontext(False)
 

@@ -15,12 +15,18 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from icebergdo.errors import BadInputError, ConfigError
-from icebergdo.redact import mask_key, redact_uri, uri_password
+from icebergdo.redact import MASK, mask_key, redact_uri, uri_password
 from icebergdo.units import parse_duration
 
 DEFAULT_CATALOG_NAME = "icebergdo"
 ENV_HOME = "ICEBERGDO_HOME"
 ENV_CONFIG = "ICEBERGDO_CONFIG"
+CATALOG_TYPES = ("sql", "rest")
+# [catalog] keys by catalog type; anything else is a typo we report.
+_SQL_KEYS = {"type", "name", "uri", "warehouse", "home"}
+_REST_KEYS = {"type", "name", "uri", "warehouse", "location", "token", "client_id", "client_secret", "scope", "oauth2_server_uri", "properties"}
+# pyiceberg catalog properties that hold a secret (masked, and scrubbed from messages).
+_SECRET_WORDS = ("secret", "token", "password", "credential", "key")
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -140,8 +146,56 @@ def _as_bool(value: Any, where: str) -> bool:
 
 
 @dataclass(frozen=True)
+class RestCatalogSettings:
+    """`[catalog] type = "rest"`: an Iceberg REST catalog (ours, R2 Data Catalog, Polaris, Lakekeeper, ...).
+
+    `warehouse` is what the catalog calls the warehouse (R2 Data Catalog: `<account>_<bucket>`; ours:
+    the storage URI); `Config.warehouse` is where the files live (the ADR layout's root).
+    """
+
+    warehouse: str | None = None
+    token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    scope: str | None = None
+    oauth2_server_uri: str | None = None
+    properties: dict[str, str] = field(default_factory=dict, repr=False)  # passed through to pyiceberg
+
+    def catalog_properties(self) -> dict[str, str]:
+        """pyiceberg `RestCatalog` properties (see py.iceberg.apache.org, "REST Catalog")."""
+        props: dict[str, str] = {"type": "rest"}
+        if self.warehouse:
+            props["warehouse"] = self.warehouse
+        if self.token:
+            props["token"] = self.token
+        if self.client_id or self.client_secret:
+            props["credential"] = f"{self.client_id or ''}:{self.client_secret or ''}"
+        if self.scope:
+            props["scope"] = self.scope
+        if self.oauth2_server_uri:
+            props["oauth2-server-uri"] = self.oauth2_server_uri
+        props.update(self.properties)
+        return props
+
+    def secrets(self) -> list[str]:
+        out = [v for v in (self.token, self.client_secret) if v]
+        out += [v for k, v in self.properties.items() if v and any(w in k.lower() for w in _SECRET_WORDS) and not k.lower().endswith("key-id")]
+        return out
+
+    def redacted(self) -> dict[str, Any]:
+        return {
+            "warehouse": self.warehouse,
+            "token": MASK if self.token else None,
+            "client_id": self.client_id,
+            "client_secret": MASK if self.client_secret else None,
+            "scope": self.scope,
+            "properties": {k: (MASK if v in self.secrets() else v) for k, v in self.properties.items()},
+        }
+
+
+@dataclass(frozen=True)
 class Config:
-    """One lakehouse: a SQL catalog plus a warehouse location, and per-feature settings."""
+    """One lakehouse: a catalog (SQL or REST) plus a warehouse location, and per-feature settings."""
 
     catalog_uri: str
     warehouse: str
@@ -150,6 +204,8 @@ class Config:
     home: Path | None = None
     source: str = "defaults"
     sections: dict[str, Any] = field(default_factory=dict)
+    catalog_type: str = "sql"
+    rest: RestCatalogSettings | None = None
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
@@ -180,8 +236,17 @@ class Config:
         cat = raw.get("catalog") or {}
         if not isinstance(cat, dict):
             raise ConfigError(f"{source}: [catalog] must be a table")
+        kind = str(cat.get("type") or "sql").lower()
+        if kind not in CATALOG_TYPES:
+            raise ConfigError(f"{source}: [catalog] type must be one of {', '.join(CATALOG_TYPES)}, got {cat.get('type')!r}")
+        unknown_cat = set(cat) - (_REST_KEYS if kind == "rest" else _SQL_KEYS)
+        if unknown_cat:
+            raise ConfigError(f"{source}: unknown [catalog] keys for type {kind!r}: {', '.join(sorted(unknown_cat))}")
+        rest = None
         home = cat.get("home")
-        if home and not cat.get("uri") and not cat.get("warehouse"):
+        if kind == "rest":
+            rest, uri, warehouse = _rest_settings(cat, source)
+        elif home and not cat.get("uri") and not cat.get("warehouse"):
             base = cls.from_home(home)
             uri, warehouse = base.catalog_uri, base.warehouse
         else:
@@ -190,7 +255,8 @@ class Config:
             raise ConfigError(f"{source}: [catalog] uri is required (e.g. sqlite:///lakehouse/catalog.db)")
         if not warehouse:
             raise ConfigError(f"{source}: [catalog] warehouse is required (file:///path or s3://bucket/prefix)")
-        uri = _absolute_sqlite(uri)
+        if kind == "sql":
+            uri = _absolute_sqlite(uri)
         warehouse = _normalise_warehouse(warehouse, source)
         s3 = None
         s3raw = raw.get("s3")
@@ -221,16 +287,52 @@ class Config:
             warehouse=warehouse,
             catalog_name=str(cat.get("name") or DEFAULT_CATALOG_NAME),
             s3=s3,
-            home=Path(home).resolve() if home else None,
+            home=Path(home).resolve() if home and kind == "sql" else None,
             source=source,
             sections=sections,
+            catalog_type=kind,
+            rest=rest,
         )
 
     @classmethod
-    def resolve(cls, *, home: str | None = None, config: str | None = None) -> Config:
-        """CLI precedence: --config, --home, $ICEBERGDO_CONFIG, $ICEBERGDO_HOME, ./lakehouse."""
-        if config and home:
-            raise ConfigError("give either --config or --home, not both")
+    def from_pyiceberg(cls, name: str, *, source: str | None = None) -> Config:
+        """The catalog `name` as pyiceberg itself would load it: `.pyiceberg.yaml` and `PYICEBERG_CATALOG__NAME__*`.
+
+        `type: rest` (or a `uri` starting with http) becomes `[catalog] type = "rest"`, a SQL URI a
+        SQL catalog; every other property is passed through to pyiceberg unchanged. The storage
+        root of the ADR layout is `icebergdo.location`, else `warehouse` when it is a URI.
+        """
+        from pyiceberg.utils.config import Config as PyicebergConfig
+
+        props = {str(k): str(v) for k, v in (PyicebergConfig().get_catalog_config(name) or {}).items()}
+        where = source or f"pyiceberg catalog {name!r}"
+        if not props:
+            raise ConfigError(f"{where}: not found in .pyiceberg.yaml ($PYICEBERG_HOME, ~ or .) or PYICEBERG_CATALOG__{name.upper()}__* variables")
+        uri = props.pop("uri", "")
+        kind = props.pop("type", "rest" if uri.startswith(("http://", "https://")) else "sql")
+        cat: dict[str, Any] = {"name": name, "uri": uri}
+        if kind == "rest":
+            cat["type"] = "rest"
+            keys = (("warehouse", "warehouse"), ("token", "token"), ("scope", "scope"), ("oauth2_server_uri", "oauth2-server-uri"), ("location", "icebergdo.location"))
+            for ours, theirs in keys:
+                if theirs in props:
+                    cat[ours] = props.pop(theirs)
+            if "credential" in props:
+                cat["client_id"], _, cat["client_secret"] = props.pop("credential").partition(":")
+            cat["properties"] = props
+        elif kind == "sql":
+            cat["warehouse"] = props.pop("warehouse", "")
+        else:
+            raise ConfigError(f"{where}: type {kind!r} is not supported by icebergdo (use rest or sql)")
+        return cls.from_dict({"catalog": cat}, source=where)
+
+    @classmethod
+    def resolve(cls, *, home: str | None = None, config: str | None = None, catalog: str | None = None) -> Config:
+        """CLI precedence: --config, --home, --catalog (pyiceberg's), $ICEBERGDO_CONFIG, $ICEBERGDO_HOME, ./lakehouse."""
+        if sum(1 for given in (config, home, catalog) if given) > 1:
+            raise ConfigError("give only one of --config, --home or --catalog")
+        if catalog:
+            return cls.from_pyiceberg(catalog)
         if config:
             return cls.from_file(config)
         if home:
@@ -246,7 +348,11 @@ class Config:
 
     @property
     def is_sqlite(self) -> bool:
-        return self.catalog_uri.startswith("sqlite")
+        return self.catalog_type == "sql" and self.catalog_uri.startswith("sqlite")
+
+    @property
+    def is_rest(self) -> bool:
+        return self.catalog_type == "rest"
 
     def section(self, name: str) -> dict[str, Any]:
         value = self.sections.get(name) or {}
@@ -255,9 +361,13 @@ class Config:
         return value
 
     def catalog_properties(self) -> dict[str, str]:
+        """pyiceberg catalog properties: `SqlCatalog`'s, or `RestCatalog`'s for `type = "rest"`."""
         props = {"uri": self.catalog_uri, "warehouse": self.warehouse}
         if self.s3:
             props.update(self.s3.fileio_properties())
+        if self.rest is not None:
+            props.pop("warehouse")
+            props.update(self.rest.catalog_properties())
         return props
 
     def __repr__(self) -> str:
@@ -269,6 +379,8 @@ class Config:
         password = uri_password(self.catalog_uri)
         if password:
             out.append(password)
+        if self.rest is not None:
+            out += self.rest.secrets()
         return out
 
     def redacted(self) -> dict[str, Any]:
@@ -276,10 +388,45 @@ class Config:
         return {
             "source": self.source,
             "catalog_name": self.catalog_name,
+            "catalog_type": self.catalog_type,
             "catalog_uri": redact_uri(self.catalog_uri),
             "warehouse": self.warehouse,
             "s3": self.s3.redacted() if self.s3 else None,
+            **({"rest": self.rest.redacted()} if self.rest is not None else {}),
         }
+
+
+def _rest_settings(cat: dict[str, Any], source: str) -> tuple[RestCatalogSettings, str, str]:
+    """([catalog] of type rest) → (settings, REST URI, storage root of the layout)."""
+    uri = str(cat.get("uri") or "")
+    if uri and not uri.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: [catalog] uri of a REST catalog must be http(s)://…, got {redact_uri(uri)!r}")
+    extra = cat.get("properties") or {}
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{source}: [catalog.properties] must be a table of pyiceberg catalog properties")
+    warehouse = str(cat.get("warehouse") or "") or None
+    location = str(cat.get("location") or "")
+    if not location and warehouse and urlparse(warehouse).scheme in ("s3", "s3a", "file"):
+        location = warehouse
+    if not location:
+        raise ConfigError(
+            f"{source}: [catalog] location is required for a REST catalog whose warehouse is a name "
+            "(s3://bucket/prefix: where the tables' files live)"
+        )
+    token = cat.get("token") or None
+    client_id, client_secret = cat.get("client_id") or None, cat.get("client_secret") or None
+    if bool(client_id) != bool(client_secret):
+        raise ConfigError(f"{source}: [catalog] client_id and client_secret go together (OAuth2 client credentials)")
+    settings = RestCatalogSettings(
+        warehouse=warehouse,
+        token=str(token) if token else None,
+        client_id=str(client_id) if client_id else None,
+        client_secret=str(client_secret) if client_secret else None,
+        scope=str(cat["scope"]) if cat.get("scope") else None,
+        oauth2_server_uri=str(cat["oauth2_server_uri"]) if cat.get("oauth2_server_uri") else None,
+        properties={str(k): str(v) for k, v in extra.items()},
+    )
+    return settings, uri, location
 
 
 def _absolute_sqlite(uri: str) -> str:

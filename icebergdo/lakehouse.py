@@ -8,6 +8,8 @@ Nothing below it imports it.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +17,16 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 
-from icebergdo import layout
+from icebergdo import commit, layout
 from icebergdo.cdc import ApplyResult, CdcRouter, Collection, route_pending
 from icebergdo.config import Config
+from icebergdo.dedupe import Dedupe, drop_duplicates
 from icebergdo.engines import duck
+from icebergdo.errors import BadInputError
 from icebergdo.maintenance import MaintenanceOptions, StepReport, health, maintain
 from icebergdo.schema import to_events
 from icebergdo.tables import AppendResult, Tables
+from icebergdo.times import DEFAULT_RULE, TimeRule, parse_duration
 from icebergdo.upkeep import Upkeep
 from icebergdo.writer import Writer
 
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AppendResult", "ApplyResult", "Lakehouse"]
 
+DEDUPE_CACHE_S = 10.0  # how long a table's dedupe setting is reused before its properties are read again
+
 
 class Lakehouse(Tables):
     """A catalog plus a warehouse. Open one with `Lakehouse.open(home_or_config)`."""
@@ -38,6 +45,8 @@ class Lakehouse(Tables):
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         super().__init__(config, catalog)
         self.on_commit(CdcRouter(self))  # cdc.* / collection.* events → their collections (docs/cdc.md)
+        self._dedupe: dict[str, tuple[float, Dedupe | None]] = {}
+        self._dedupe_lock = threading.Lock()
         self.upkeep = Upkeep(self)  # streaming tables keep themselves bounded (docs/writer.md, "Table upkeep")
         self.on_commit(self.upkeep)
 
@@ -56,18 +65,68 @@ class Lakehouse(Tables):
 
     # -- writing ---------------------------------------------------------------------------
     def append_events(
-        self, rows: Any, *, snapshot_properties: dict[str, str] | None = None, batch_id: str | None = None
+        self,
+        rows: Any,
+        *,
+        snapshot_properties: dict[str, str] | None = None,
+        batch_id: str | None = None,
+        ts_unit: str = "auto",
+        time_rule: TimeRule | None = None,
     ) -> AppendResult:
         """Validate and append events (dicts or a pyarrow.Table) in one commit: all or nothing.
 
         Give `batch_id` to make a retry safe: a batch id already in the retained snapshot history is
         not committed again (events.raw keeps 1 hour / 50 snapshots by default; a durable writer's
         exactly-once ledger has no such limit, docs/writer.md).
+        Numeric `ts` values are epochs in `ts_unit` (`auto`: by magnitude; docs/writer.md);
+        `time_rule` may add a plausibility window (`icebergdo.times.TimeRule`).
         CDC events in the batch are then routed to their collections (a routing failure is logged
         and recorded for `icebergdo cdc repair`; it never fails the committed batch).
         """
-        batch = to_events(rows)
+        rule = time_rule or (DEFAULT_RULE if ts_unit == "auto" else TimeRule(unit=ts_unit))  # type: ignore[arg-type]
+        batch = to_events(rows, rule=rule)
         return self.append(layout.EVENTS_TABLE, batch, snapshot_properties=snapshot_properties, sort_by="ts", batch_id=batch_id)
+
+    def append(self, name: str, batch: pa.Table, **kw: Any) -> AppendResult:
+        """`Tables.append`, after dropping repeats within the batch when the table deduplicates (`set_dedupe`)."""
+        setting = self.dedupe_setting(name)
+        if setting is not None:
+            batch = drop_duplicates(batch, setting)
+        return super().append(name, batch, **kw)
+
+    # -- deduplication ---------------------------------------------------------------------
+    def set_dedupe(self, table: str, column: str | None, *, window: str | float = "24h") -> None:
+        """Switch event-id deduplication on (`column`, e.g. "id", within `window`) or off (`None`) for a table.
+
+        Sets the table properties `icebergdo.dedupe` / `icebergdo.dedupe.window` (icebergdo.dedupe):
+        repeats within one commit are dropped before it, repeats across commits by maintenance.
+        """
+        tbl = self.table(table)
+        if column is None:
+            with tbl.transaction() as tx:
+                tx.remove_properties("icebergdo.dedupe", "icebergdo.dedupe.window")
+        else:
+            if column not in tbl.schema().column_names:
+                raise BadInputError(f"{table} has no column {column!r} to deduplicate by (columns: {', '.join(tbl.schema().column_names)})")
+            setting = Dedupe(column, parse_duration(window, "window"))
+            with tbl.transaction() as tx:
+                tx.set_properties(setting.properties())
+        with self._dedupe_lock:
+            self._dedupe.pop(table, None)
+
+    def dedupe_setting(self, table: str) -> Dedupe | None:
+        """The table's deduplication setting, re-read from its properties at most every DEDUPE_CACHE_S seconds."""
+        now = time.monotonic()
+        with self._dedupe_lock:
+            cached = self._dedupe.get(table)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        # the same retries and StorageError as the append that follows would give
+        found = commit.call_with_retry(lambda: self.find_table(table), what=f"{table}: loading the table", config=self.config)
+        setting = Dedupe.of(found.properties) if found is not None else None
+        with self._dedupe_lock:
+            self._dedupe[table] = (now + DEDUPE_CACHE_S, setting)
+        return setting
 
     def writer(self, table: str = layout.EVENTS_TABLE, **options: Any) -> Writer:
         """A buffered, thread-safe writer (context manager): few commits from many appends.
@@ -119,14 +178,32 @@ class Lakehouse(Tables):
         return health(self, tables)
 
     # -- reading ---------------------------------------------------------------------------
-    def duckdb(self, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with one view per table, as of now (`events` is `events.raw`)."""
-        views = {}
-        for name in self.tables():
-            tbl = self.catalog.load_table(name)
-            if tbl.metadata.current_snapshot_id is not None:
-                views[name] = tbl.metadata_location
-        return duck.connect(self.config, views, database)
+    def duckdb(self, database: str = ":memory:", *, live: bool = True) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection that sees every table: `events`, `namespace.table`, `<catalog name>.ns.table`.
+
+        `live` (default): the catalog is `ATTACH`ed over the Iceberg REST protocol, so every query
+        sees the latest commit and tables created later, and DuckDB may INSERT into them. A
+        `type = "rest"` config attaches that catalog; a SQL catalog is served to DuckDB by an
+        in-process REST catalog on 127.0.0.1 (one per process, started on first use; docs/catalogs.md).
+        `live=False`: one `iceberg_scan` view per table with a snapshot, as of this call.
+        """
+        if not live:
+            views = {}
+            for name in self.tables():
+                tbl = self.catalog.load_table(name)
+                if tbl.metadata.current_snapshot_id is not None:
+                    views[name] = tbl.metadata_location
+            return duck.connect(self.config, views, database)
+        return duck.connect_catalog(self.config, self.catalog_endpoint(), database)
+
+    def catalog_endpoint(self) -> duck.CatalogEndpoint:
+        """The REST catalog other engines can attach for this lakehouse (an in-process one for a SQL catalog)."""
+        if self.config.is_rest:
+            return duck.CatalogEndpoint.from_config(self.config)
+        from icebergdo.restcatalog.local import local_endpoint  # the in-process server (see pyproject's layer contract)
+
+        uri, token = local_endpoint(self)
+        return duck.CatalogEndpoint(uri=uri, warehouse=self.config.warehouse, token=token)
 
     def query(self, sql: str, params: Any = None) -> pa.Table:
         """Convenience: run SQL over the DuckDB views and return Arrow."""

@@ -24,14 +24,21 @@ from ulid import ULID
 
 from icebergdo.errors import BadInputError, BadNameError
 
+# pyiceberg's `write.py-location-provider.impl`. Never stored on a table (a pyiceberg without icebergdo
+# installed could not import it and would refuse to write): icebergdo's own tables (`AdrTable`) and
+# writes (`iceberg.datafiles.write_data_files`) name it for themselves. Tables created before that
+# carried it; `iceberg.catalog` removes it from them on first load (see `LEGACY_PROVIDER_KEY`).
 PROVIDER_IMPL = "icebergdo.layout.AdrLocationProvider"
+LEGACY_PROVIDER_KEY = "write.py-location-provider.impl"
 MANIFESTS_PATH_PROPERTY = "icebergdo.write.manifests.path"
 # Set only in the metadata handed to one write (iceberg.datafiles.write_data_files), never on a table.
 FILE_PREFIX_PROPERTY = "icebergdo.write.file-prefix"
 EVENTS_NAMESPACE = "events"
 EVENTS_TABLE = "events.raw"
 CATALOG_FOLDER = "catalog"  # {warehouse}/catalog/{ns}.{table}/: every table's metadata
-RESERVED_NAMESPACES = frozenset({EVENTS_NAMESPACE, CATALOG_FOLDER})
+# icebergdo's own bookkeeping tables (maintenance leases on a REST catalog): hidden from `Tables.tables()`.
+SYSTEM_NAMESPACE = "icebergdo_system"
+RESERVED_NAMESPACES = frozenset({EVENTS_NAMESPACE, CATALOG_FOLDER, SYSTEM_NAMESPACE})
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -98,14 +105,28 @@ def data_location(warehouse: str, identifier: str, data_path: str) -> str:
 
 
 def table_properties(warehouse: str, identifier: str, data_path: str) -> dict[str, str]:
-    """Table properties that route pyiceberg's writes into the ADR layout (validating `data_path`)."""
+    """Table properties that route writes into the ADR layout (validating `data_path`).
+
+    Only standard Iceberg properties plus our manifests folder: any writer (Java, DuckDB, a plain
+    pyiceberg) puts data files under `write.data.path` and metadata under `write.metadata.path`;
+    icebergdo's LocationProvider adds the hour/day folders, ULID names and the manifests folder.
+    """
     location = table_location(warehouse, identifier)
     return {
-        "write.py-location-provider.impl": PROVIDER_IMPL,
         "write.data.path": data_location(warehouse, identifier, data_path),
         "write.metadata.path": f"{location}/metadata",
         MANIFESTS_PATH_PROPERTY: f"{location}/manifests",
     }
+
+
+def is_adr_table(properties: Properties) -> bool:
+    """Does this table follow the ADR layout (created by icebergdo, or through our REST catalog)?"""
+    return MANIFESTS_PATH_PROPERTY in properties or properties.get(LEGACY_PROVIDER_KEY) == PROVIDER_IMPL
+
+
+def adr_write_properties(properties: Properties) -> dict[str, str]:
+    """`properties` plus our LocationProvider, for the metadata handed to one of our own writes."""
+    return {**properties, LEGACY_PROVIDER_KEY: PROVIDER_IMPL}
 
 
 def check_new_columns(known: Iterable[str], new: Iterable[str], where: str = "field") -> None:

@@ -148,6 +148,8 @@ class Tables:
         """Every table in the catalog, as 'namespace.table'."""
         out = []
         for ns in self.catalog.list_namespaces():
+            if ns == (layout.SYSTEM_NAMESPACE,):  # our bookkeeping (maintenance leases on a REST catalog)
+                continue
             for ident in self.catalog.list_tables(ns):
                 out.append(".".join(ident))
         return sorted(out)
@@ -270,7 +272,6 @@ class Tables:
             table = self.ensure_streaming_defaults(name, table)
         if sort_by:
             batch = datafiles.sort_by(batch, sort_by)
-        probe = getattr(self.catalog, "metadata_location_of", None)
         outcome = commit.append_idempotent(
             lambda: self.table(name),
             batch,
@@ -282,7 +283,7 @@ class Tables:
             config=self.config,
             what=name,
             lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
-            current_location=(lambda: probe(name)) if probe is not None else None,
+            current_location=(lambda: self._current_location(name)) if hasattr(self.catalog, "metadata_location_of") else None,
         )
         self._committed[name] = outcome.table
         snap = outcome.snapshot
@@ -299,10 +300,16 @@ class Tables:
         no metadata read: a writer's commits do not re-read their own), else freshly loaded. A new
         `Table` each time: the metadata is immutable, the object is not shared between threads."""
         last = self._committed.get(name)
-        probe = getattr(self.catalog, "metadata_location_of", None)
-        if last is not None and probe is not None and probe(name) == last.metadata_location:
-            return Table(last.name(), last.metadata, last.metadata_location, last.io, self.catalog)
+        if last is not None and hasattr(self.catalog, "metadata_location_of") and self._current_location(name) == last.metadata_location:
+            return type(last)(last.name(), last.metadata, last.metadata_location, last.io, self.catalog, last.config)
         return self.table(name)
+
+    def _current_location(self, name: str) -> str | None:
+        """The table's current metadata location from the catalog row (one query), None if it is gone."""
+        try:
+            return str(self.catalog.metadata_location_of(layout.split_identifier(name)))  # type: ignore[attr-defined]
+        except iceberg_errors.NoSuchTableError:
+            return None
 
     def describe_tables(self) -> list[dict[str, Any]]:
         """One entry per table: where its metadata is, its snapshot, its row count (for `tables --json`)."""

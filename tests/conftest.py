@@ -1,7 +1,11 @@
-"""Shared fixtures: every lakehouse test runs on two real backends.
+"""Shared fixtures: every lakehouse test runs on two real backends, some on a third.
 
 - `local`: a folder warehouse with an embedded SQLite catalog;
 - `s3pg`:  a SeaweedFS S3 warehouse (127.0.0.1) with a PostgreSQL catalog (private cluster, 127.0.0.1).
+- `rest`:  `[catalog] type = "rest"`: icebergdo as a client of our REST catalog server (uvicorn on
+  127.0.0.1, a fresh folder + SQLite lakehouse behind it, a bearer token). Opt-in, to keep CI time:
+  a module (`pytestmark = pytest.mark.rest_backend`) or a test marked `rest_backend` runs on it
+  too; `sql_catalog_only` takes a test of such a module off it (it inspects the SQL catalog itself).
 
 The servers are started once per test session by `tests/servers.py` and stopped at its end.
 A missing server binary is an error, never a skip.
@@ -19,7 +23,14 @@ from icebergdo import Config, Lakehouse
 from tests import servers
 
 BACKENDS = ["local", "s3pg"]
+REST_BACKEND = "rest"
 _counter = itertools.count()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        rest = metafunc.definition.get_closest_marker("rest_backend") and not metafunc.definition.get_closest_marker("sql_catalog_only")
+        metafunc.parametrize("backend", BACKENDS + ([REST_BACKEND] if rest else []), indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +55,8 @@ def make_config(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
     """A fresh, empty lakehouse on `backend` (a new bucket prefix and database for s3pg)."""
     if backend == "local":
         return Config.from_home(tmp_path / "lakehouse")
+    if backend == REST_BACKEND:
+        return rest_config(request, tmp_path)
     s3: servers.SeaweedFS = request.getfixturevalue("seaweedfs")
     pg: servers.Postgres = request.getfixturevalue("postgres")
     n = next(_counter)
@@ -60,7 +73,21 @@ def make_config(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
     )
 
 
-@pytest.fixture(params=BACKENDS)
+def rest_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """A `type = "rest"` config on a REST catalog server started for this test (stopped at its end)."""
+    from icebergdo.restcatalog.local import LocalCatalogServer
+    from icebergdo.tables import Tables
+
+    served = Config.from_home(tmp_path / "served")
+    server = LocalCatalogServer(Tables(served)).start()
+    request.addfinalizer(server.stop)
+    return Config.from_dict(
+        {"catalog": {"type": "rest", "uri": server.uri, "token": server.token, "warehouse": served.warehouse}},
+        source=f"test rest {server.uri}",
+    )
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 

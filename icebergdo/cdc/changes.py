@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from ulid import ULID
 
 from icebergdo.errors import BadInputError
-from icebergdo.schema import TS, parse_ts, ts_to_utc
+from icebergdo.schema import MAX_NESTING, TS, parse_ts, ts_to_utc
 
 OPS = ("insert", "update", "delete")
 # Log-only columns, then the version columns that the current state keeps too.
@@ -64,6 +64,43 @@ def new_ids(n: int) -> list[str]:
         return [_encode(base + i, 26) for i in range(n)]
     prefix = _encode(base >> _LOW_BITS, 18)
     return [prefix + _encode(low + i, 8) for i in range(n)]
+
+
+def input_ids(digest: str, n: int) -> list[str]:
+    """Change ids for the `n` changes of one input whose content hash is `digest` (hex): a re-run gives the same ids.
+
+    ULIDs whose 48-bit "time" and next 40 bits come from the hash and whose last 40 bits are the line
+    index: unique per input and line, increasing in line order (so within one input the later line
+    wins a `(ts, seq)` tie, as arrival order would), and all ids of one input share a prefix, so
+    the log files holding them are found by `_id` bounds (`Collection.apply(skip_logged=True)`).
+    """
+    prefix = _encode(int(digest[:22].ljust(22, "0"), 16), 18)  # 88 bits of the hash in 18 characters (the first is 0-7)
+    if n >= 1 << _LOW_BITS:
+        raise BadInputError(f"too many changes in one input ({n})")
+    return [prefix + _encode(i, 8) for i in range(n)]
+
+
+def _check_values(row: Mapping[str, Any], label: str) -> None:
+    """Text must be valid Unicode (no lone surrogates) and values nested at most MAX_NESTING deep."""
+    stack: list[tuple[str, Any, int]] = [(k, v, 1) for k, v in row.items()]
+    while stack:
+        name, value, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadInputError(f"{label}: field {name!r}: not valid Unicode text (lone surrogate)") from None
+        elif isinstance(value, Mapping):
+            if depth > MAX_NESTING:
+                raise BadInputError(f"{label}: field {name!r}: nested deeper than {MAX_NESTING} levels")
+            for k, v in value.items():
+                if isinstance(k, str):
+                    stack.append((name, k, depth + 1))
+                stack.append((name, v, depth + 1))
+        elif isinstance(value, (list, tuple)):
+            if depth > MAX_NESTING:
+                raise BadInputError(f"{label}: field {name!r}: nested deeper than {MAX_NESTING} levels")
+            stack.extend((name, v, depth + 1) for v in value)
 
 
 @dataclass(frozen=True)
@@ -147,6 +184,11 @@ def parse_changes(
                 raise BadInputError(f"{label}: invalid field name {name!r} (non-empty, no '.')")
             if name in RESERVED:
                 raise BadInputError(f"{label}: field name {name!r} is reserved for the change log")
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadInputError(f"{label}: invalid field name {name!r} (not valid Unicode)") from None
+        _check_values(row, label)
         if op == "delete":
             row = {k: row[k] for k in key}
         out.append(Change(op, ts, int(seq), row, label))

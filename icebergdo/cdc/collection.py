@@ -66,7 +66,7 @@ from icebergdo.errors import (
     BadNameError,
     IcebergdoError,
 )
-from icebergdo.iceberg import filters
+from icebergdo.iceberg import datafiles, filters
 from icebergdo.iceberg.schemas import fresh_schema
 from icebergdo.schema import parse_ts
 from icebergdo.tables import STREAMING_TABLE_PROPERTIES, Tables
@@ -200,12 +200,20 @@ class Collection(FoldEngine):
         return out
 
     # -- writing ---------------------------------------------------------------------------------
-    def apply(self, changes: Iterable[Any], *, labels: Sequence[str] | None = None, _ids: Sequence[str] | None = None) -> ApplyResult:
+    def apply(
+        self,
+        changes: Iterable[Any],
+        *,
+        labels: Sequence[str] | None = None,
+        _ids: Sequence[str] | None = None,
+        skip_logged: bool = False,
+    ) -> ApplyResult:
         """Append `changes` to the log, then fold the log into the current state.
 
         Each change is `{"op": "insert"|"update"|"delete", "ts": ..., "seq": ..., <row>}` or
         `{"op", "ts", "seq", "row": {...}}` (docs/cdc.md). Bad input raises `BadInputError`
-        and changes neither table.
+        and changes neither table. `skip_logged` (with `_ids`, e.g. `changes.input_ids`): changes
+        whose id is already in the log are not logged again, so re-applying an input is a no-op.
         """
         t0 = time.perf_counter()
         if isinstance(changes, pa.RecordBatch):
@@ -227,6 +235,10 @@ class Collection(FoldEngine):
         if self.state is None or self.log is None:
             self._ensure_tables(pa.schema([f for f in batch.schema if f.name not in RESERVED]))
             batch = build(self._known_types(), batch.column("_id").to_pylist())
+        if skip_logged and _ids is not None:
+            batch = self._not_logged(batch)
+            if batch.num_rows == 0:
+                return self.repair()
         t1 = time.perf_counter()
         log_snapshot = self._append_log(batch)
         t2 = time.perf_counter()
@@ -235,6 +247,18 @@ class Collection(FoldEngine):
         result.log_snapshot_id = log_snapshot
         result.seconds = {"validate": t1 - t0, "log": t2 - t1, "fold": time.perf_counter() - t2, **result.seconds}
         return result
+
+    def _not_logged(self, batch: pa.Table) -> pa.Table:
+        """The rows of `batch` whose `_id` is not in the log yet (read: `_id` of the log files whose bounds overlap)."""
+        assert self.log is not None
+        if self.log.current_snapshot() is None:
+            return batch
+        ids = batch.column("_id")
+        lo, hi = pc.min(ids).as_py(), pc.max(ids).as_py()
+        logged = self.log.scan(row_filter=And(filters.ge("_id", lo), filters.le("_id", hi)), selected_fields=("_id",)).to_arrow()
+        if logged.num_rows == 0:
+            return batch
+        return batch.filter(pc.invert(pc.is_in(ids, value_set=logged.column("_id").combine_chunks())))
 
     def repair(self) -> ApplyResult:
         """Fold whatever part of the log the state has not folded yet (e.g. after a crash)."""
@@ -251,7 +275,7 @@ class Collection(FoldEngine):
         self.log = evolve(self.log, rows)
         data = conform(batch.sort_by([("_ts", "ascending")]), arrow_schema(self.log.schema()))
         try:
-            self.log.append(data, snapshot_properties={P_CHANGES: str(batch.num_rows)})
+            datafiles.append(self.log, data, {P_CHANGES: str(batch.num_rows)})  # our one write path: the ADR layout
         except (ValueError, TypeError) as e:
             raise BadInputError(f"{self.log_name}: batch does not fit the log schema: {e}") from None
         snap = self.log.current_snapshot()

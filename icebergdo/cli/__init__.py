@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # command -> (module that registers it, one-line help shown by `icebergdo --help`).
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("icebergdo.cli.core", "create the catalog, the warehouse (bucket) and the events.raw table"),
-    "ingest": ("icebergdo.cli.ingest", "append JSON-lines events (files or '-' for stdin) through the buffered, durable writer"),
+    "ingest": ("icebergdo.cli.ingest", "append JSON-lines events (files or '-' for stdin; plain, .gz or .zst), exactly once per input"),
     "wal": ("icebergdo.cli.wal", "write-ahead logs: list pending and rejected batches, retry or drop rejected ones"),
     "tables": ("icebergdo.cli.core", "list tables with their metadata location, snapshot and row count"),
     "query": ("icebergdo.cli.core", "run SQL with DuckDB over one view per table"),
@@ -46,11 +46,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("icebergdo.cli.dev", "development helpers (local S3 server)"),
     "doctor": ("icebergdo.cli.doctor", "check the config: catalog connection, S3 endpoint, keys, bucket, permissions, clock skew"),
     "serve": ("icebergdo.cli.serve", "run the ingest service: events, webhooks, RPC, CDC and WebSocket streams over HTTP"),
+    "attach": ("icebergdo.cli.attach", "print how DuckDB, Spark, Trino or pyiceberg attach this lakehouse's REST catalog"),
 }
 COMMAND_MODULES = list(dict.fromkeys(module for module, _help in COMMANDS.values()))
 # Commands that may create a lakehouse (or only look at the config): the others refuse a missing one.
-CREATES_LAKEHOUSE = frozenset({"init", "demo", "doctor", "serve"})
-_GLOBAL_WITH_VALUE = ("--home", "--config")
+CREATES_LAKEHOUSE = frozenset({"init", "demo", "doctor", "serve", "attach"})
+_GLOBAL_WITH_VALUE = ("--home", "--config", "--catalog")
 
 
 class Context:
@@ -65,7 +66,7 @@ class Context:
     def config(self) -> Config:
         from icebergdo.config import Config
 
-        config = Config.resolve(home=self.args.home, config=self.args.config)
+        config = Config.resolve(home=self.args.home, config=self.args.config, catalog=getattr(self.args, "catalog", None))
         if self.command not in CREATES_LAKEHOUSE:
             _require_existing(config, self.command or "this command")
         return config
@@ -155,13 +156,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         allow_abbrev=False,  # global options are found before parsing (`command_of`): no abbreviations
         description="Iceberg-native table manager for event data: ingest, query, CDC and maintenance "
         "of Apache Iceberg tables in the ADR-0002 layout, on a local folder or any S3-compatible store.",
-        epilog="Lakehouse selection: --config FILE, else --home DIR, else $ICEBERGDO_CONFIG, "
+        epilog="Lakehouse selection: --config FILE, else --home DIR, else --catalog NAME, else $ICEBERGDO_CONFIG, "
         "else $ICEBERGDO_HOME, else ./lakehouse (SQLite catalog + folder warehouse). "
         "Exit codes: docs/production.md.",
     )
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--home", metavar="DIR", help="embedded lakehouse folder (SQLite catalog + warehouse)")
     parser.add_argument("--config", metavar="FILE", help="TOML config: catalog URI, warehouse, S3 settings")
+    parser.add_argument("--catalog", metavar="NAME", help="a pyiceberg catalog: .pyiceberg.yaml or PYICEBERG_CATALOG__NAME__* variables")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug); tracebacks for unexpected errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = COMMANDS[command][0] if command in COMMANDS else None

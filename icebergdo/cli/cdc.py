@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 from icebergdo.cli import COMMANDS, args, output
@@ -73,43 +71,30 @@ def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("collection", metavar="COLLECTION", help="collection name")
 
 
-def _read_jsonl(path: str) -> tuple[list[Any], list[str]]:
-    fh = sys.stdin if path == "-" else None
-    try:
-        fh = fh or open(path, encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise BadInputError(f"cannot read {path}: {e.strerror}") from None
-    rows, labels = [], []
-    name = "stdin" if path == "-" else path
-    try:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise BadInputError(f"{name} line {n}: not valid JSON ({e})") from None
-            labels.append(f"{name} line {n}")
-    finally:
-        if fh is not sys.stdin:
-            fh.close()
-    return rows, labels
-
-
 def cmd_apply(args: argparse.Namespace, ctx: Any) -> int:
-    changes, labels = _read_jsonl(args.file)
+    from icebergdo.cdc.changes import input_ids
+    from icebergdo.jsonl import read_records
+
+    # One JSONL reader for ingest and cdc apply (line messages, gzip/zstd, stdin). The change ids derive
+    # from the input's content hash and line, so applying the same input again (after a crash, or by
+    # mistake) logs nothing twice: ids already in the log are skipped.
+    changes, labels, digest = read_records(args.file)
     coll = ctx.lh.collection(args.namespace, args.collection, key=args.key, buckets=args.buckets)
-    res = coll.apply(changes, labels=labels)
+    res = coll.apply(changes, labels=labels, _ids=input_ids(digest, len(changes)), skip_logged=True)
+    skipped = len(changes) - res.changes
     out = {
         "collection": coll.state_name,
         "changes": res.changes,
+        "already_logged": skipped,
         "folded": res.folded,
         "log_snapshot_id": res.log_snapshot_id,
         "state_snapshot_id": res.state_snapshot_id,
         "files_rewritten": res.files_rewritten,
         "files_added": res.files_added,
     }
-    output.emit_record(out, args.format, f"{coll.state_name}: applied {res.changes} change(s); folded {res.folded} log row(s); "
+    output.emit_record(out, args.format, f"{coll.state_name}: applied {res.changes} change(s)"
+                       + (f" ({skipped} already in the log from an earlier run)" if skipped else "")
+                       + f"; folded {res.folded} log row(s); "
                        f"files rewritten {res.files_rewritten}, added {res.files_added}; state snapshot {res.state_snapshot_id}")
     return 0
 

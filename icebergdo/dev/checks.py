@@ -220,11 +220,28 @@ def _connect_args(config: Config) -> dict[str, Any]:
     return {"connect_timeout": 5} if config.catalog_uri.startswith("postgresql") else {}
 
 
+def check_rest_catalog(config: Config) -> CheckResult:
+    """A REST catalog: the config handshake (and token request) succeeds and namespaces can be listed."""
+    from icebergdo.errors import IcebergdoError
+    from icebergdo.iceberg.rest import open_rest_catalog
+
+    try:
+        namespaces = open_rest_catalog(config).list_namespaces()
+    except IcebergdoError as e:
+        return CheckResult("catalog", False, str(e), "check [catalog] uri, warehouse and the token or client credentials")
+    except Exception as e:  # noqa: BLE001 - any failure of the first requests is the diagnosis
+        return CheckResult("catalog", False, f"REST catalog {config.catalog_uri}: {scrub(str(e), config.secrets())[:300]}",
+                           "check the token's permissions (it needs the catalog, not only the bucket) and the warehouse name")
+    return CheckResult("catalog", True, f"REST catalog {config.catalog_uri}: {len(namespaces)} namespace(s)")
+
+
 def check_catalog(config: Config) -> CheckResult:
     """Can we connect to the catalog database? (No tables are created.)"""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
 
+    if config.is_rest:
+        return check_rest_catalog(config)
     uri = redact_uri(config.catalog_uri)
     if config.is_sqlite:
         path = config.catalog_uri.removeprefix("sqlite:///")

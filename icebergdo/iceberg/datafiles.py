@@ -49,8 +49,9 @@ from pyiceberg.typedef import Properties
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
 from icebergdo import ledger
+from icebergdo.iceberg.catalog import accepts_own_requirements
 from icebergdo.iceberg.metadata import apply_updates
-from icebergdo.layout import FILE_PREFIX_PROPERTY
+from icebergdo.layout import FILE_PREFIX_PROPERTY, adr_write_properties, is_adr_table
 
 Part = tuple[PartitionKey | None, pa.Table]
 
@@ -173,7 +174,10 @@ def write_data_files(
         return []
     arrow_schema = parts[0][1].schema
     task_schema = pyarrow_to_schema(arrow_schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version)
-    if file_prefix:
+    if is_adr_table(metadata.properties):  # our LocationProvider, for this write only (see layout.PROVIDER_IMPL)
+        extra = {FILE_PREFIX_PROPERTY: file_prefix} if file_prefix else {}
+        metadata = metadata.model_copy(update={"properties": {**adr_write_properties(metadata.properties), **extra}})
+    elif file_prefix:
         metadata = metadata.model_copy(update={"properties": {**metadata.properties, FILE_PREFIX_PROPERTY: file_prefix}})
     write_uuid = write_uuid or uuid.uuid4()
     counter = itertools.count()
@@ -275,10 +279,12 @@ def commit_append(
     it), plus `set_properties` in the same metadata update. Returns the table as committed.
 
     Raises `AlreadyCommitted` when `guard` finds the batch in the ledger (nothing committed),
-    CommitFailedException when it lost the race after pyiceberg's own retries.
+    CommitFailedException when it lost the race after pyiceberg's own retries. A REST catalog
+    cannot take the guard (the server would refuse an unknown requirement): there the caller's
+    ledger look-up before the commit is the only check.
     """
     tx = _Transaction(table, autocommit=False)
-    if guard is not None:
+    if guard is not None and accepts_own_requirements(table.catalog):
         # Staged before our own ledger update, so this first check sees the base as loaded; the
         # catalog checks it again against the metadata it applies the commit to.
         tx._stage((), (guard,))  # type: ignore[arg-type]  # a requirement of our own

@@ -7,7 +7,9 @@ metadata it applies the commit to, that every property we based the decision on 
 value we read; otherwise it fails with CommitFailedException and the caller reads again.
 
 Used to add missing table defaults without ever overriding a value a user set meanwhile, and to
-prune ledger entries without ever removing one a live writer just advanced.
+prune ledger entries without ever removing one a live writer just advanced. A REST catalog only
+knows the spec's requirements: there the commit requires that no snapshot was committed since the
+read (every ledger update comes with one; a user's property change meanwhile is not detected).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pydantic import Field
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.update import ValidatableTableRequirement
+from pyiceberg.table.update import AssertRefSnapshotId, ValidatableTableRequirement
+
+from icebergdo.iceberg.catalog import accepts_own_requirements
 
 ATTEMPTS = 5
 
@@ -53,7 +57,11 @@ def update_if_unchanged(
         if not to_set and not to_remove:
             return table, False
         tx = Transaction(table, autocommit=False)
-        tx._stage((), (PropertiesUnchanged(expected=expected),))  # type: ignore[arg-type]  # a requirement of our own
+        if accepts_own_requirements(table.catalog):
+            tx._stage((), (PropertiesUnchanged(expected=expected),))  # type: ignore[arg-type]  # a requirement of our own
+        else:  # a REST server knows only the spec's requirements: "no commit since we read" is the closest
+            snap = table.metadata.current_snapshot_id
+            tx._stage((), (AssertRefSnapshotId(snapshot_id=snap, ref="main"),))  # type: ignore[call-arg]  # pydantic alias
         if to_set:
             tx.set_properties(to_set)
         if to_remove:

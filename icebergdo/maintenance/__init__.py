@@ -21,7 +21,7 @@ from typing import Any
 from icebergdo.maintenance.common import StepReport, table_prefixes
 from icebergdo.maintenance.driver import maintain, plan, plan_table, prepare, run_every
 from icebergdo.maintenance.health import table_health
-from icebergdo.maintenance.lock import last_run
+from icebergdo.maintenance.lock import last_run_of
 from icebergdo.maintenance.options import ENGINES, STEPS, MaintenanceOptions
 from icebergdo.store import Store
 from icebergdo.tables import Tables
@@ -41,5 +41,5 @@ def health(lh: Tables, tables: Iterable[str] | None = None) -> list[dict[str, An
     out = []
     for n in names:
         others = [p for m, ps in prefixes.items() if m != n for p in ps]
-        out.append(table_health(loaded[n], store, others, last_run(lh.catalog_engine, lh.config.catalog_name, n)))
+        out.append(table_health(loaded[n], store, others, last_run_of(lh, n)))
     return out

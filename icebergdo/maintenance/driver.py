@@ -4,7 +4,7 @@
     → per table: plan (dry run, no lock)  or  lock → job by job: refresh the lease, run, report
 
 The engine only runs one job on one table (`Engine.run`) and returns a `StepReport`; step
-validation, the table check, the per-table lock (`TableLock` with `lock_ttl`, a busy table is
+validation, the table check, the per-table lock (`lock.table_lock` with `lock_ttl`, a busy table is
 skipped, not waited for), the options (`MaintenanceOptions`, from `[maintenance]` unless given),
 the orphan-prefix inputs, the dry-run plan and the last-run record are the driver's, so a run
 with `engine="spark"` is checked, locked, planned and reported exactly like a python run. Plans
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from icebergdo.errors import BadInputError, ConfigError, LockBusyError
 from icebergdo.maintenance import steps
 from icebergdo.maintenance.common import StepReport, table_prefixes
-from icebergdo.maintenance.lock import TableLock
+from icebergdo.maintenance.lock import Lease, table_lock
 from icebergdo.maintenance.options import MaintenanceOptions, check_engine, check_steps
 from icebergdo.maintenance.retention import is_cdc_state, policies
 from icebergdo.maintenance.steps import TableContext
@@ -115,7 +115,7 @@ def plan_table(run: Run, name: str, progress: Callable[[str], None] = _quiet) ->
     return out
 
 
-def _run_table(run: Run, name: str, engine: Engine, lock: TableLock | None, progress: Callable[[str], None]) -> list[StepReport]:
+def _run_table(run: Run, name: str, engine: Engine, lock: Lease | None, progress: Callable[[str], None]) -> list[StepReport]:
     ctx = run.context(name, progress)
     reports = []
     for step in run.steps:
@@ -159,7 +159,7 @@ def maintain(
             if not lock:
                 reports += _run_table(run, name, eng, None, progress)
                 continue
-            tl = TableLock(lh.catalog_engine, lh.config.catalog_name, name, ttl=run.options.lock_ttl)
+            tl = table_lock(lh, name, ttl=run.options.lock_ttl)  # a database row, or Iceberg tags on a REST catalog
             if not tl.acquire():
                 reports.append(StepReport(name, "all", dry_run, notes=["skipped: another maintainer holds the lock"]))
                 progress(f"{name}: skipped, locked by another maintainer")

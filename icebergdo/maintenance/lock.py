@@ -1,7 +1,12 @@
-"""One maintainer per table, across processes and hosts: a lock row in the catalog's own database.
+"""One maintainer per table, across processes and hosts: a lease with an expiry.
 
-The row carries an expiry, so a maintainer that died frees its table after `ttl` seconds; a live
-one extends it with `refresh()`. The same row remembers the last maintenance run for `health`.
+The lease carries an expiry, so a maintainer that died frees its table after `ttl` seconds; a live
+one extends it with `refresh()`. The same record remembers the last maintenance run for `health`.
+Two implementations of one contract (`Lease`), chosen by `table_lock` from the catalog:
+
+- SQL catalog: `TableLock`, a row in the catalog's own database (`icebergdo_locks`);
+- any other (a REST catalog: R2 Data Catalog, Polaris, ours): `icebergdo.iceberg.leases.RefLease`,
+  a compare-and-swap through the Iceberg commit protocol alone (tags on a system table).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from sqlalchemy import (
     Column,
@@ -28,6 +33,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from icebergdo.errors import LockBusyError
+from icebergdo.iceberg import leases
+
+if TYPE_CHECKING:
+    from icebergdo.tables import Tables
 
 LOCK_TABLE = "icebergdo_locks"
 DEFAULT_TTL_S = 600.0
@@ -139,3 +148,31 @@ def last_run(engine: Engine, catalog_name: str, table: str) -> tuple[float | Non
     if row is None or row.last_run_at is None:
         return None, None
     return float(row.last_run_at), json.loads(row.last_summary) if row.last_summary else None
+
+
+class Lease(Protocol):
+    """What maintenance needs of a per-table lease (both implementations have it)."""
+
+    table: str
+    owner: str
+    held: bool
+
+    def acquire(self) -> bool: ...
+    def refresh(self) -> None: ...
+    def release(self, summary: dict[str, Any] | None = None) -> None: ...
+
+
+def table_lock(lh: Tables, table: str, *, ttl: float = DEFAULT_TTL_S) -> Lease:
+    """The maintenance lease of `table`: a database row on a SQL catalog, else one kept through Iceberg commits."""
+    engine = getattr(lh.catalog, "engine", None)
+    if engine is not None:
+        return TableLock(engine, lh.config.catalog_name, table, ttl=ttl)
+    return leases.RefLease(lh, table, ttl=ttl)
+
+
+def last_run_of(lh: Tables, table: str) -> tuple[float | None, dict[str, Any] | None]:
+    """(when, summary) of the table's last recorded maintenance run, wherever this catalog keeps it."""
+    engine = getattr(lh.catalog, "engine", None)
+    if engine is not None:
+        return last_run(engine, lh.config.catalog_name, table)
+    return leases.last_run(lh, table)

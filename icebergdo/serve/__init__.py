@@ -13,7 +13,8 @@ streams into `events.raw`, each acknowledged only once durable in the write-ahea
     upkeep.py      in-process maintenance on a schedule
     openapi.py     /openapi.json
     server.py      uvicorn, graceful SIGTERM, exit code
-    rest/          the Iceberg REST catalog, mounted at /catalog (built separately)
+
+The Iceberg REST catalog (`icebergdo.restcatalog`) is mounted at /catalog when [serve.catalog] enables it.
 
 Nothing below the facade imports this package (docs/serve.md).
 """

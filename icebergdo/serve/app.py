@@ -1,6 +1,6 @@
 """The ASGI application (Starlette): routes, auth, and the order in which a request is checked.
 
-`create_app(lh, settings)` is the contract with the Iceberg REST catalog (`icebergdo.serve.rest`,
+`create_app(lh, settings)` is the contract with the Iceberg REST catalog (`icebergdo.restcatalog`,
 mounted at `/catalog` by `mount_catalog` when `[serve.catalog] enabled = true`). Catalog tokens
 and ingest tokens are separate scopes: a token needs `scopes = ["ingest"]` here.
 
@@ -412,19 +412,13 @@ async def openapi(request: Request) -> Response:
 
 
 def mount_catalog(app: Starlette, lh: Lakehouse, settings: Settings) -> None:
-    """Mount point of the Iceberg REST catalog (`icebergdo.serve.rest`, built separately) at `/catalog`.
+    """The Iceberg REST catalog (`icebergdo.restcatalog`) at `/catalog`, when `[serve.catalog]` enables it.
 
-    Imported lazily: a build without the package serves ingest only and says so in the log.
+    Imported only then: a plain ingest service does not pay for it.
     """
     if not settings.catalog:
         return
-    try:
-        rest = importlib.import_module("icebergdo.serve.rest")
-    except ModuleNotFoundError as e:
-        if e.name not in ("icebergdo.serve.rest",):
-            raise
-        log.warning("serve: [serve.catalog] is enabled but this build has no REST catalog (icebergdo.serve.rest); /catalog is not served")
-        return
+    rest = importlib.import_module("icebergdo.restcatalog")
     app.mount("/catalog", rest.rest_catalog_app(lh, settings))
 
 

@@ -13,6 +13,8 @@ from icebergdo import Lakehouse
 from icebergdo.config import Config
 from tests import servers
 
+pytestmark = pytest.mark.rest_backend  # also on the `rest` backend (tests/conftest.py)
+
 
 def test_append_and_read_back_with_duckdb(lh: Lakehouse, backend: str) -> None:
     events = [{"ts": datetime(2026, 1, 2, 3, i, tzinfo=UTC), "type": "webhook", "payload": {"n": i}} for i in range(5)]

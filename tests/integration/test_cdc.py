@@ -15,6 +15,8 @@ from icebergdo import BadInputError, BadNameError, Lakehouse, cdc
 from icebergdo.engines.duck import connect
 from tests.integration.test_cdc_property import plain_fold
 
+pytestmark = pytest.mark.rest_backend  # also on the `rest` backend (tests/conftest.py)
+
 DAY = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 
 
@@ -334,18 +336,22 @@ def test_cli_apply_show_snapshot_changes(tmp_path: Any, capsys: pytest.CaptureFi
     )
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"op": "insert", "id": "c", "ts": ts(3)}) + "\n" + json.dumps({"op": "nope", "id": "d"}) + "\n")
+    assert main(["--home", home, "cdc", "apply", "app", "things", str(bad)]) == 2  # no lakehouse there yet
+    assert "init" in capsys.readouterr().err
+    assert main(["--home", home, "init"]) == 0
+    capsys.readouterr()
     assert main(["--home", home, "cdc", "apply", "app", "things", str(bad)]) == 3
-    assert "bad.jsonl line 2: field 'op'" in capsys.readouterr().err
+    assert "bad.jsonl: line 2: field 'op'" in capsys.readouterr().err
     assert main(["--home", home, "cdc", "apply", "app", "things", str(good), "--key", "id", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["changes"] == 3 and out["collection"] == "app.things"
-    assert main(["--home", home, "cdc", "show", "app", "things", "--json"]) == 0
+    assert main(["--home", home, "cdc", "show", "app", "things", "--format", "jsonl"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["id"], r["n"]) for r in rows] == [("b", 2)]
     assert main(["--home", home, "cdc", "snapshot", "app", "things", "--export"]) == 0
     assert "snapshots/" in capsys.readouterr().out
     assert main(["--home", home, "cdc", "changes", "app", "things", "--json"]) == 0
-    assert [json.loads(line)["_op"] for line in capsys.readouterr().out.splitlines()] == ["insert", "insert", "delete"]
+    assert [r["_op"] for r in json.loads(capsys.readouterr().out)] == ["insert", "insert", "delete"]
     assert main(["--home", home, "cdc", "apply", "events", "x", str(good)]) != 0
     assert "reserved" in capsys.readouterr().err
 

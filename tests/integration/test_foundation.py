@@ -115,6 +115,16 @@ def test_arrow_input_is_accepted(lh: Lakehouse) -> None:
     assert rows == [("rpc", '{"a":1}', 26), ("ws", None, 26)]
 
 
+def test_explicit_ts_unit_and_window(lh: Lakehouse) -> None:
+    from icebergdo.times import INGEST_RULE
+
+    seconds = int(DAY.timestamp())
+    lh.append_events([{"ts": seconds * 1000, "type": "a"}], ts_unit="ms")
+    with pytest.raises(BadInputError, match="event #1: field 'ts': 1970-01-21T.* is outside the plausible window"):
+        lh.append_events([{"ts": seconds, "type": "a"}], time_rule=INGEST_RULE.__class__(unit="ms", earliest=INGEST_RULE.earliest))
+    assert lh.duckdb().execute("SELECT count(*) FROM events").fetchone()[0] == 1
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
@@ -125,6 +135,9 @@ def test_arrow_input_is_accepted(lh: Lakehouse) -> None:
         ({"ts": "2026-03-14T00:00:00Z", "type": "rpc", "colour": "red"}, "event #2: unknown field(s) 'colour'"),
         ({"ts": "2026-03-14T00:00:00Z", "type": "rpc", "payload": float("nan")}, "event #2: field 'payload'"),
         ({"ts": "2026-03-14T00:00:00Z"}, "event #2: field 'type': required"),
+        ({"ts": "1969-12-31T23:59:59Z", "type": "rpc"}, "event #2: field 'ts': 1969-12-31T23:59:59Z is before 1970-01-01"),
+        ({"ts": "2026-03-14T00:00:00Z", "type": "rpc", "source": "\ud800"}, "event #2: field 'source': not valid Unicode text"),
+        ({"ts": "2026-03-14T00:00:00Z", "type": "rpc", "payload": json.loads("[" * 700 + "]" * 700)}, "event #2: field 'payload': nested deeper"),
     ],
 )
 def test_bad_input_commits_nothing(lh: Lakehouse, bad: object, message: str) -> None:
@@ -145,8 +158,10 @@ def test_path_like_table_names_are_refused(lh: Lakehouse, name: str) -> None:
 
 def test_epoch_ms_and_naive_iso_are_utc(lh: Lakehouse) -> None:
     ms = int(DAY.timestamp() * 1000) + 1234
-    lh.append_events([{"ts": ms, "type": "a"}, {"ts": "2026-03-14T05:06:07", "type": "b"}, {"ts": "2026-03-14T05:06:07+02:00", "type": "c"}])
+    lh.append_events([{"ts": ms, "type": "a"}, {"ts": "2026-03-14T05:06:07", "type": "b"}, {"ts": "2026-03-14T05:06:07+02:00", "type": "c"},
+                      {"ts": int(DAY.timestamp()), "type": "seconds"}, {"ts": ms * 1000, "type": "micros"}])
     got = dict(lh.duckdb().execute("SELECT type, epoch_ms(ts) FROM events").fetchall())
-    assert got["a"] == ms
+    assert got["a"] == ms and got["micros"] == ms
+    assert got["seconds"] == int(DAY.timestamp()) * 1000  # epoch seconds (Stripe's `created`) are not January 1970
     assert got["b"] == int(datetime(2026, 3, 14, 5, 6, 7, tzinfo=UTC).timestamp() * 1000)
     assert got["c"] == int(datetime(2026, 3, 14, 3, 6, 7, tzinfo=UTC).timestamp() * 1000)

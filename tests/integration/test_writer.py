@@ -19,6 +19,8 @@ from icebergdo.lakehouse import Lakehouse as LakehouseClass
 from icebergdo.wal import WalLockedError, WriteAheadLog
 from icebergdo.writer import BATCH_ID_PROPERTY, WRITER_ID_PROPERTY, BackpressureError, committed_batch_ids
 
+pytestmark = pytest.mark.rest_backend  # also on the `rest` backend (tests/conftest.py)
+
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 

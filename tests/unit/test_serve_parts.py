@@ -179,7 +179,7 @@ def test_no_auth_is_refused_off_loopback(tmp_path, capsys: pytest.CaptureFixture
 
 
 def test_catalog_mount_point(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`[serve.catalog] enabled` mounts `icebergdo.serve.rest.rest_catalog_app(lh, settings)` at /catalog; off: nothing."""
+    """`[serve.catalog] enabled` mounts `icebergdo.restcatalog.rest_catalog_app(lh, settings)` at /catalog; off: nothing."""
     import sys
     import types
 
@@ -195,7 +195,7 @@ def test_catalog_mount_point(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append((lh, settings))
         return Starlette(routes=[Route("/v1/config", lambda request: PlainTextResponse("catalog"))])
 
-    monkeypatch.setitem(sys.modules, "icebergdo.serve.rest", types.SimpleNamespace(rest_catalog_app=rest_catalog_app))
+    monkeypatch.setitem(sys.modules, "icebergdo.restcatalog", types.SimpleNamespace(rest_catalog_app=rest_catalog_app))
     off, on = Settings.from_section({}), Settings.from_section({"catalog": {"enabled": True}})
     app = Starlette()
     mount_catalog(app, "lh", off)

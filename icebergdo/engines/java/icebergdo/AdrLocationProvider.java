@@ -24,8 +24,8 @@ import org.apache.iceberg.types.Types;
  * </pre>
  *
  * It is never written into a table's properties: an engine without this class would then fail
- * to write at all. Our catalog ({@link IcebergdoJdbcCatalog}) hands it out for the tables whose
- * `write.py-location-provider.impl` is the Python twin, so only our own sessions use it; other
+ * to write at all. Our catalog ({@link IcebergdoJdbcCatalog}) hands it out for the tables in the
+ * ADR layout ({@link #wanted}), so only our own sessions use it; other
  * Java engines keep Iceberg's default layout under the same `write.data.path`.
  *
  * `prefix` is `icebergdo.write.file-prefix` (`_compact-` for compaction outputs), a property of
@@ -58,10 +58,15 @@ public class AdrLocationProvider implements LocationProvider {
     this.filePrefix = filePrefix == null ? "" : filePrefix;
   }
 
-  /** Does this table ask for the ADR layout (through the Python provider's property)? */
+  /**
+   * Does this table follow the ADR layout? The twin of Python's `layout.is_adr_table`: it has our
+   * manifests folder property (every table icebergdo or its REST catalog creates), or the Python
+   * provider's property tables made before that carried. A table naming a Java provider of its own keeps it.
+   */
   public static boolean wanted(Map<String, String> properties) {
-    return PYTHON_IMPL.equals(properties.get(PYTHON_IMPL_PROPERTY))
-        && !properties.containsKey(TableProperties.WRITE_LOCATION_PROVIDER_IMPL);
+    boolean ours = properties.containsKey(IcebergdoJdbcCatalog.MANIFESTS_PATH_PROPERTY)
+        || PYTHON_IMPL.equals(properties.get(PYTHON_IMPL_PROPERTY));
+    return ours && !properties.containsKey(TableProperties.WRITE_LOCATION_PROVIDER_IMPL);
   }
 
   private static String stripSlash(String path) {

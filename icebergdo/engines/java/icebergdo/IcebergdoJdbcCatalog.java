@@ -16,7 +16,7 @@ import org.apache.iceberg.jdbc.JdbcCatalog;
  * every engine reads that property: naming a class only our jar has there would break every
  * other Java writer. So the layout is a property of this catalog instead: its table operations
  * hand out {@link AdrLocationProvider} (data files) and the `icebergdo.write.manifests.path`
- * folder (manifests, manifest lists) for tables whose `write.py-location-provider.impl` is the
+ * folder (manifests, manifest lists) for tables in the ADR layout (see AdrLocationProvider#wanted; formerly: whose `write.py-location-provider.impl` is the
  * Python twin. Table metadata is never changed; a plain JdbcCatalog over the same database sees
  * the same tables and writes Iceberg's default layout under the same `write.data.path`.
  *
