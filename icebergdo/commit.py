@@ -52,6 +52,7 @@ from icebergdo import ledger
 from icebergdo.config import Config
 from icebergdo.errors import BadInputError, NotFoundError, StorageError
 from icebergdo.iceberg import datafiles
+from icebergdo.iceberg.catalog import accepts_own_requirements
 from icebergdo.redact import safe_message
 
 log = logging.getLogger(__name__)
@@ -384,8 +385,14 @@ def append_idempotent(
             with lock() if lock is not None else contextlib.nullcontext(False) as waited:
                 t2 = time.monotonic()
                 _count("lock_wait_s", t2 - t1)
-                if waited or (current_location is not None and current_location() != table.metadata_location):
-                    table = table.refresh()  # others committed while we uploaded or queued
+                if waited or current_location is None or current_location() != table.metadata_location:
+                    table = table.refresh()  # others committed while we uploaded or queued (or we cannot tell)
+                if guard is not None and not accepts_own_requirements(table.catalog):
+                    # No commit-time guard on this catalog (REST): check the ledger on the fresh state instead.
+                    done, snap = landed(table, batch_id, writer_id, writer_seq, history=False)
+                    if done:
+                        datafiles.delete_files(table.io, prepared.files)
+                        return already(table, attempt, snap, "is already in the ledger")
                 if not datafiles.still_valid(table.metadata, prepared):
                     datafiles.delete_files(table.io, prepared.files)
                     prepared = _write(table, batch, what)
