@@ -17,7 +17,7 @@ from icebergdo.wal import has_segments, writer_folders
 from icebergdo.writer import default_wal_dir
 
 REPO = Path(__file__).resolve().parents[2]
-# `icebergdo ingest` whose commits never happen: killed once everything it read is in its WAL.
+# `icebergdo ingest --stream` whose commits never happen: killed once everything it read is in its WAL.
 STALLED = r"""
 import sys, time
 from icebergdo.tables import Tables
@@ -74,8 +74,9 @@ def test_two_default_writers_get_their_own_folders(lh: Lakehouse, monkeypatch) -
 
 
 def test_concurrent_ingests_one_killed_then_replayed(lh: Lakehouse, config: Config, tmp_path: Path) -> None:
-    """4 concurrent `icebergdo ingest` runs of disjoint files with the default WAL; one is SIGKILLed after
-    acknowledging all its lines; a later `ingest` adopts its folder: count = distinct = every line."""
+    """4 concurrent `icebergdo ingest --stream` runs (the mode that goes through the durable writer) of
+    disjoint files with the default WAL; one is SIGKILLed after acknowledging all its lines; a later
+    `ingest` adopts its folder: count = distinct = every line."""
     args = cli_args(config, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(tmp_path / "state")}
     files = [jsonl(tmp_path / f"f{k}.jsonl", f"f{k}", 300) for k in range(4)]
@@ -83,9 +84,9 @@ def test_concurrent_ingests_one_killed_then_replayed(lh: Lakehouse, config: Conf
     lh.events_table()
     marker = tmp_path / "stalled"
     icebergdo = [sys.executable, "-m", "icebergdo"]
-    killed = subprocess.Popen([sys.executable, "-c", STALLED, str(marker), *args, "ingest", str(files[0]), "--no-progress"],
+    killed = subprocess.Popen([sys.executable, "-c", STALLED, str(marker), *args, "ingest", "--stream", str(files[0]), "--no-progress"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    others = [subprocess.Popen([*icebergdo, *args, "ingest", str(f), "--no-progress"], env=env,
+    others = [subprocess.Popen([*icebergdo, *args, "ingest", "--stream", str(f), "--no-progress"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for f in files[1:]]
     try:
         deadline = time.monotonic() + 120
@@ -103,7 +104,7 @@ def test_concurrent_ingests_one_killed_then_replayed(lh: Lakehouse, config: Conf
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-2000:]
         outputs.append(out.decode())
-    done = subprocess.run([*icebergdo, *args, "ingest", str(later), "--no-progress"], env=env, capture_output=True, timeout=300)
+    done = subprocess.run([*icebergdo, *args, "ingest", "--stream", str(later), "--no-progress"], env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     outputs.append(done.stdout.decode())
     # Whichever ingest started after the kill adopted the killed one's folder (usually the later one;
