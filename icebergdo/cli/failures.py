@@ -65,7 +65,7 @@ def looks_like_s3(exc: BaseException) -> bool:
     text = str(exc)
     if isinstance(exc, OSError) and ("AWS Error" in text or "curlCode" in text):
         return True
-    return module.startswith("duckdb") and type(exc).__name__ in ("HTTPException", "IOException") and ("HTTP" in text or "s3://" in text)
+    return module.lstrip("_").startswith("duckdb") and type(exc).__name__ in ("HTTPException", "IOException") and ("HTTP" in text or "s3://" in text)
 
 
 def probe(config: Config) -> tuple[str, str | None] | None:

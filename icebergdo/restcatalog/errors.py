@@ -46,6 +46,8 @@ _MAP: list[tuple[type[BaseException], int, str]] = [
     (ice.ValidationError, 400, "BadRequestException"),
     (ice.ValidationException, 409, "CommitFailedException"),
     (NotImplementedError, 406, "UnsupportedOperationException"),
+    # the object store or the catalog database is unreachable: the spec's "try again later"
+    (ours.StorageError, 503, "ServiceUnavailableException"),
     (ValueError, 400, "BadRequestException"),
     (KeyError, 400, "BadRequestException"),
 ]
@@ -71,6 +73,9 @@ def to_response(exc: BaseException, secrets: Iterable[str], *, commit: bool = Fa
             message = _first_line(exc) if isinstance(exc, ValidationError) else str(exc)
             return error_response(status, kind, scrub(message, secrets)[:2000])
     message = safe_message(exc, secrets)
+    if isinstance(exc, OSError) and not commit:  # pyarrow's S3 errors: storage, not a bug of ours
+        log.warning("REST catalog: storage unavailable: %s", message)
+        return error_response(503, "ServiceUnavailableException", message)
     log.error("REST catalog: unexpected %s", message, exc_info=log.isEnabledFor(logging.DEBUG))
     if commit:
         return error_response(500, "CommitStateUnknownException", message)
