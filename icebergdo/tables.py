@@ -70,9 +70,9 @@ UPKEEP_EVERY_MS_PROPERTY = "icebergdo.upkeep.every-ms"
 UPKEEP_CLOSED_AFTER_MS_PROPERTY = "icebergdo.upkeep.compact-closed-after-ms"
 LEDGER_MAX_AGE_MS_PROPERTY = "icebergdo.upkeep.ledger-max-age-ms"
 STREAMING_TABLE_PROPERTIES = {
-    # Snapshot retention (Iceberg's own keys, honoured by `icebergdo maintain` and Spark too) ...
+    # Snapshot retention (Iceberg's own key, honoured by `icebergdo maintain` and Spark too; the
+    # minimum kept stays Iceberg's, 1) ...
     "history.expire.max-snapshot-age-ms": str(3_600_000),  # 1 hour
-    "history.expire.min-snapshots-to-keep": "10",
     # ... and a cap on the count, which the writer's upkeep applies: at 12 commits a minute one hour is 720
     MAX_SNAPSHOTS_PROPERTY: "50",
     # Old metadata files listed in metadata.json (Iceberg's default is 100)

@@ -12,7 +12,7 @@ maintenance jobs through their public driver, `maintain(...)`: compaction (parti
 range closed `icebergdo.upkeep.compact-closed-after-ms` ago are merged whole, open ones by the
 usual small-file rule), manifest merging, and snapshot expiry down to the table's retention
 (`history.expire.max-snapshot-age-ms`, at most `icebergdo.history.max-snapshots`, never fewer than
-`history.expire.min-snapshots-to-keep`), then prunes ledger entries of writers gone for
+`history.expire.min-snapshots-to-keep`, Iceberg's default 1), then prunes ledger entries of writers gone for
 `icebergdo.upkeep.ledger-max-age-ms`. `maintain` takes the table's maintenance lock without
 waiting: if another maintainer holds it, this round is skipped. Appends never wait for upkeep.
 
@@ -65,12 +65,15 @@ PROTECT_MARGIN_MS = 60_000  # the cut-off is applied a little later than planned
 EXIT_WAIT_S = 30.0
 
 
+_FALLBACKS = {**STREAMING_TABLE_PROPERTIES, "history.expire.min-snapshots-to-keep": "1"}  # Iceberg's default
+
+
 def _int(props: Mapping[str, str], key: str) -> int:
     try:
-        return int(props.get(key, STREAMING_TABLE_PROPERTIES[key]))
+        return int(props.get(key, _FALLBACKS[key]))
     except ValueError:
         log.warning("ignoring malformed table property %s=%r", key, props.get(key))
-        return int(STREAMING_TABLE_PROPERTIES[key])
+        return int(_FALLBACKS[key])
 
 
 def enabled(props: Mapping[str, str]) -> bool:
@@ -153,6 +156,7 @@ class Upkeep:
 
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
+        self.enabled = True  # False: this lakehouse object starts no rounds (a process that maintains tables itself)
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._state: dict[str, _TableState] = {}
@@ -172,7 +176,7 @@ class Upkeep:
 
     # -- the hook: counting only ----------------------------------------------------------------
     def __call__(self, table: Table, batch: pa.Table, result: AppendResult) -> None:
-        if not result.upkeep or result.already_committed:
+        if not self.enabled or not result.upkeep or result.already_committed:
             return
         props = table.metadata.properties
         if not enabled(props):
