@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -445,12 +444,6 @@ def read_segment(path: Path) -> pa.Table | None:
     if schema is None:
         return None
     return pa.Table.from_batches(batches, schema=schema)
-
-
-def iter_segments(folder: Path) -> Iterator[Path]:
-    for name in sorted(os.listdir(folder)):
-        if parse_segment_name(name) is not None:
-            yield folder / name
 
 
 def age_s(path: Path) -> float:
