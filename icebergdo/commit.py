@@ -1,18 +1,29 @@
-"""Idempotent appends for many writers: jittered retries above pyiceberg's, never a double commit.
+"""Idempotent appends for many writers: uploads in parallel, one short locked commit, never a double commit.
+
+An append is two steps (`icebergdo.iceberg.datafiles`): write and upload the data files, then
+commit them in one snapshot. Only the second step takes the table's commit lock (`commit_lock`),
+so writers of one table upload in parallel and queue only for the metadata commit; inside the
+lock the table is re-validated (refreshed if another writer committed meanwhile; files written
+against an older schema or partition spec are written again).
 
 pyiceberg already retries a commit that lost an optimistic-concurrency race (`commit.retry.*`
 table properties). What it cannot do is recover from a failure whose outcome is unknown (the
 catalog or the object store went away mid-commit) or from running out of its own retries under
-heavy contention. This module adds one loop above it:
+heavy contention. This module adds one loop above it, and two ways to know whether a batch landed:
 
-- every append carries the snapshot summary property `icebergdo.batch-id` (a ULID; generated
-  when the caller gives none) and optionally `icebergdo.writer-id`;
-- before re-trying after any failure, it reloads the table and looks for that batch id in the
-  snapshot history: if it is there, the earlier attempt landed and nothing is committed again;
-- a batch id the caller supplied that is already in the history is not committed again either,
-  so replaying a batch after a crash is safe (`committed_batch_ids` lists them in bulk);
-- data files written for a commit whose outcome is unknown are left in place (pyiceberg deletes
-  only files of commits it knows failed); orphan cleanup removes them later.
+- the exactly-once ledger (`icebergdo.ledger`), for durable writers: a batch numbered `seq` by
+  writer `W` is committed together with the table property "W committed up to seq", and the
+  commit is guarded so it is refused when the ledger already covers it. O(1), independent of
+  snapshot history, so expiry can be as aggressive as the table needs;
+- the snapshot summary property `icebergdo.batch-id` (a ULID; generated when the caller gives
+  none), for callers without a ledger (`Lakehouse.append_events(batch_id=...)`): a batch id
+  found in the snapshots still in the metadata is not committed again. This only reaches as far
+  back as snapshot retention.
+
+Before re-trying after any failure the table is reloaded and the batch looked up first. Data
+files of an attempt known not to have landed are reused (or deleted when they cannot be); files
+of an attempt whose outcome is unknown are left in place (they may be referenced) for orphan
+cleanup.
 """
 
 from __future__ import annotations
@@ -26,7 +37,6 @@ import random
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +48,18 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from ulid import ULID
 
+from icebergdo import ledger
 from icebergdo.config import Config
-from icebergdo.errors import StorageError
+from icebergdo.errors import BadInputError, NotFoundError, StorageError
 from icebergdo.iceberg import datafiles
+from icebergdo.iceberg.catalog import accepts_own_requirements
 from icebergdo.redact import safe_message
 
 log = logging.getLogger(__name__)
 
 BATCH_ID = "icebergdo.batch-id"
 WRITER_ID = "icebergdo.writer-id"
+WRITER_SEQ = "icebergdo.writer-seq"
 
 # Table properties that tune this layer (pyiceberg's own are `commit.retry.*`).
 ATTEMPTS_PROPERTY = "icebergdo.commit.attempts"
@@ -57,17 +70,19 @@ LOCK_TIMEOUT_S = 60.0
 
 # Process-wide counters, for benchmarks and logs: conflict retries pyiceberg did, retries we did,
 # batches found already committed.
-_stats: Counter[str] = Counter()
+_stats: dict[str, float] = {}
 _stats_lock = threading.Lock()
 
 
-def _count(key: str, n: int = 1) -> None:
+def _count(key: str, n: float = 1) -> None:
     with _stats_lock:
-        _stats[key] += n
+        _stats[key] = _stats.get(key, 0) + n
 
 
-def stats(reset: bool = False) -> dict[str, int]:
-    """Counters since start (or the last reset): `pyiceberg_conflict_retries`, `retries`, `already_committed`, `commits`."""
+def stats(reset: bool = False) -> dict[str, float]:
+    """Counters since start (or the last reset): `pyiceberg_conflict_retries`, `retries`, `already_committed`,
+    `commits`, and seconds spent `upload_s` (writing data files, outside the lock), `lock_wait_s` (queueing
+    for the commit lock) and `locked_s` (holding it: re-validation and the metadata commit)."""
     with _stats_lock:
         out = dict(_stats)
         if reset:
@@ -117,14 +132,22 @@ class RetryPolicy:
 
     def delay(self, retry: int) -> float:
         """Seconds before retry number `retry` (1-based): uniform in [0, min(max, base·2^(retry-1))]."""
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2 ** (retry - 1))))
+        return random.uniform(0, self.ceiling(retry))
+
+    def ceiling(self, retry: int) -> float:
+        """The longest wait before retry number `retry`."""
+        return min(self.max_delay_s, self.base_delay_s * (2 ** min(max(retry, 1) - 1, 62)))
 
 
 @dataclass(frozen=True)
 class CommitOutcome:
-    """How an idempotent append ended: the snapshot holding the batch, and how we got there."""
+    """How an idempotent append ended: the snapshot holding the batch, and how we got there.
 
-    snapshot: Snapshot
+    `snapshot` is None only for a batch the ledger shows as committed whose snapshot has since
+    been expired.
+    """
+
+    snapshot: Snapshot | None
     batch_id: str
     attempts: int
     already_committed: bool
@@ -151,12 +174,34 @@ def committed_batch_ids(table: Table, since_ms: int | None = None) -> set[str]:
     return out
 
 
-def find_batch(table: Table, batch_id: str) -> Snapshot | None:
-    """The snapshot that committed `batch_id`, newest first; None if it is not in the history."""
+def find_batch(table: Table, batch_id: str, writer_id: str | None = None, seq: int | None = None) -> Snapshot | None:
+    """The snapshot that committed `batch_id` (or batch `seq` of `writer_id`), newest first; None if it
+    is not in the history."""
+    wanted_seq = str(seq) if writer_id and seq is not None else None
     for snap in sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True):
-        if snap.summary and snap.summary.additional_properties.get(BATCH_ID) == batch_id:
+        props = snap.summary.additional_properties if snap.summary else {}
+        if props.get(BATCH_ID) == batch_id:
+            return snap
+        if wanted_seq is not None and props.get(WRITER_SEQ) == wanted_seq and props.get(WRITER_ID) == writer_id:
             return snap
     return None
+
+
+def landed(table: Table, batch_id: str, writer_id: str | None = None, seq: int | None = None, *, history: bool = True) -> tuple[bool, Snapshot | None]:
+    """Is the batch in `table` (as loaded)? (answer, its snapshot if still in the history).
+
+    The ledger answers first when it has an entry for the writer; otherwise (no ledger, or an
+    entry pruned for a writer gone a long time) the snapshot summaries are searched when
+    `history` is set.
+    """
+    if writer_id and seq is not None:
+        known = ledger.is_committed(table.metadata.properties, writer_id, seq)
+        if known is not None:
+            return known, find_batch(table, batch_id, writer_id, seq) if known else None
+    if history:  # by batch id only: a writer's sequence numbers may restart after its entry was pruned
+        snap = find_batch(table, batch_id)
+        return snap is not None, snap
+    return False, None
 
 
 # Failures worth another attempt: lost races, unknown outcomes, and I/O or database trouble.
@@ -167,8 +212,21 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     return (CommitFailedException, CommitStateUnknownException, OSError, DBAPIError, SATimeoutError, StorageError)
 
 
+def is_permanent(exc: BaseException) -> bool:
+    """Will retrying this failure ever help? No for input that does not fit the table (wrong schema,
+    a value that cannot be written) and for a table that does not exist; yes for everything else
+    (storage, catalog, races), which a buffered writer retries with backoff."""
+    return isinstance(exc, (BadInputError, NotFoundError))
+
+
 def _safe(exc: BaseException, config: Config | None) -> str:
     return safe_message(exc, config.secrets() if config is not None else ())
+
+
+def describe(exc: BaseException) -> str:
+    """An error's text for a message: never empty (some exceptions carry no text), the class otherwise."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
 
 
 def call_with_retry(
@@ -188,6 +246,60 @@ def call_with_retry(
     raise AssertionError("unreachable")
 
 
+class _Pauses:
+    """Process-local pauses of a table's commits: the writer's upkeep commits without racing our own appends.
+
+    An upkeep round (compaction, manifest merge, expiry) commits snapshots built against the table
+    head; appends from the same process landing every few hundred milliseconds would make those
+    commits lose every race (measured: a 14 s compaction commit while appends streamed). During a
+    round, this process's appends wait before taking the commit lock, but never longer than the
+    pause's budget: after it they go ahead and the round's commits retry as usual.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._until: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def pause(self, table: str, max_s: float) -> Iterator[None]:
+        with self._cv:
+            self._until[table] = time.monotonic() + max_s
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._until.pop(table, None)
+                self._cv.notify_all()
+
+    def wait(self, table: str) -> float:
+        """Block while `table` is paused (at most until its budget ends); the seconds waited."""
+        started = time.monotonic()
+        with self._cv:
+            while (until := self._until.get(table)) is not None and (left := until - time.monotonic()) > 0:
+                self._cv.wait(left)
+        return time.monotonic() - started
+
+
+_pauses = _Pauses()
+
+
+def pause_commits(table: str, max_s: float) -> contextlib.AbstractContextManager[None]:
+    """`with pause_commits(name, 5.0):` this process's appends to `name` wait (at most `max_s`)."""
+    return _pauses.pause(table, max_s)
+
+
+def _write(table: Table, batch: pa.Table, what: str) -> datafiles.PreparedAppend:
+    """Write the batch's data files; a batch that does not fit the table is `BadInputError` (never retried).
+
+    Only this step's ValueError/TypeError mean bad input: the same exceptions from deeper in a
+    commit are failures of ours or pyiceberg's, and must not set a batch aside as unfit.
+    """
+    try:
+        return datafiles.write_append(table, batch)
+    except (ValueError, TypeError) as e:
+        raise BadInputError(f"{what}: batch does not fit the table schema: {describe(e)}") from None
+
+
 def append_idempotent(
     load_table: Callable[[], Table],
     batch: pa.Table,
@@ -196,20 +308,26 @@ def append_idempotent(
     snapshot_properties: dict[str, str] | None = None,
     batch_id: str | None = None,
     writer_id: str | None = None,
+    writer_seq: int | None = None,
     policy: RetryPolicy | None = None,
     config: Config | None = None,
     what: str = "append",
     lock: Callable[[], contextlib.AbstractContextManager[bool]] | None = None,
+    current_location: Callable[[], str | None] | None = None,
 ) -> CommitOutcome:
     """Append `batch` in one snapshot tagged with its batch id, at most once, retrying transient failures.
 
     `load_table` returns a freshly loaded table (called before each retry, and first unless `table`
-    is given). `lock` (see `commit_lock`) serialises writers of one table so they queue instead
-    of losing optimistic races and backing off; correctness never depends on it. A batch
-    id already present in the history (a replay, or an earlier attempt that did land) returns
-    that snapshot without committing. Errors that are not transient (bad input) propagate as
-    they are; transient ones that outlast the retries become a `StorageError` that says whether
-    the outcome is known.
+    is given). The data files are written first, outside `lock` (see `commit_lock`); the lock is
+    held only for the metadata commit, after which `current_location` (the catalog's current
+    metadata location, one query) tells whether the table must be reloaded first.
+
+    With `writer_id` (a ULID) and `writer_seq`, the commit also advances the writer's ledger
+    entry and is refused when the ledger already covers `writer_seq` (see `icebergdo.ledger`).
+    Without them, a batch id the caller supplied that is already in the snapshot history returns
+    that snapshot without committing. Errors that are not transient (bad input) propagate as they
+    are (a batch that does not fit the table's schema: `BadInputError`); transient ones that
+    outlast the retries become a `StorageError` that says whether the outcome is known.
     """
     props = dict(snapshot_properties or {})
     caller_batch = batch_id or props.get(BATCH_ID)
@@ -217,17 +335,30 @@ def append_idempotent(
     props[BATCH_ID] = batch_id
     if writer_id:
         props[WRITER_ID] = writer_id
+    guard = None
+    ledger_update: dict[str, str] | None = None
+    ledger_key = ""
+    if writer_id and writer_seq is not None:
+        props[WRITER_SEQ] = str(writer_seq)
+        ledger_key = ledger.key(writer_id)  # raises for a writer id that is not a ULID
+        guard = datafiles.LedgerGuard(writer_id=writer_id, seq=writer_seq)
     transient = _transient_types()
     if table is None:
         table = call_with_retry(load_table, what=f"{what}: loading the table", policy=policy, config=config)
     policy = policy or RetryPolicy.from_properties(table.metadata.properties)
-    if caller_batch and (done := find_batch(table, batch_id)) is not None:
+
+    def already(table: Table, attempts: int, snap: Snapshot | None, why: str) -> CommitOutcome:
         _count("already_committed")
-        log.info("%s: batch %s is already committed (snapshot %s); not committing it again", what, batch_id, done.snapshot_id)
-        return CommitOutcome(done, batch_id, 0, True, table)
+        log.log(logging.WARNING if attempts else logging.INFO, "%s: batch %s %s; not committing it again", what, batch_id, why)
+        return CommitOutcome(snap, batch_id, attempts, True, table)
+
+    done, snap = landed(table, batch_id, writer_id, writer_seq, history=bool(caller_batch))
+    if done:
+        return already(table, 0, snap, f"is already committed (snapshot {snap.snapshot_id if snap else 'expired'})")
 
     last: BaseException | None = None
     unknown = False  # did any failed attempt possibly land?
+    prepared: datafiles.PreparedAppend | None = None
     for attempt in range(1, policy.attempts + 1):
         if attempt > 1:
             _count("retries")
@@ -237,19 +368,52 @@ def append_idempotent(
             except transient as e:
                 last = e
                 continue  # catalog still unreachable: try again after the next backoff
-            if unknown and (done := find_batch(table, batch_id)) is not None:
-                _count("already_committed")
-                log.warning("%s: attempt %d of batch %s had landed after all (snapshot %s)", what, attempt - 1, batch_id, done.snapshot_id)
-                return CommitOutcome(done, batch_id, attempt - 1, True, table)
+            if unknown:
+                done, snap = landed(table, batch_id, writer_id, writer_seq)
+                if done:
+                    return already(table, attempt - 1, snap, f"of attempt {attempt - 1} had landed after all")
+        committing = False
         try:
+            t0 = time.monotonic()
+            if prepared is None or not datafiles.still_valid(table.metadata, prepared):
+                if prepared is not None:
+                    datafiles.delete_files(table.io, prepared.files)
+                prepared = _write(table, batch, what)  # the uploads: outside the lock
+            _count("upload_s", time.monotonic() - t0)
+            _pauses.wait(what)  # an upkeep round of this process is committing: let it finish (bounded)
+            t1 = time.monotonic()
             with lock() if lock is not None else contextlib.nullcontext(False) as waited:
-                if waited:
-                    table.refresh()  # others committed while we queued: start from the latest snapshot
-                datafiles.append(table, batch, props)
+                t2 = time.monotonic()
+                _count("lock_wait_s", t2 - t1)
+                if waited or current_location is None or current_location() != table.metadata_location:
+                    table = table.refresh()  # others committed while we uploaded or queued (or we cannot tell)
+                if guard is not None and not accepts_own_requirements(table.catalog):
+                    # No commit-time guard on this catalog (REST): check the ledger on the fresh state instead.
+                    done, snap = landed(table, batch_id, writer_id, writer_seq, history=False)
+                    if done:
+                        datafiles.delete_files(table.io, prepared.files)
+                        return already(table, attempt, snap, "is already in the ledger")
+                if not datafiles.still_valid(table.metadata, prepared):
+                    datafiles.delete_files(table.io, prepared.files)
+                    prepared = _write(table, batch, what)
+                if guard is not None:  # "W committed up to seq", stamped now (pruning needs the time)
+                    ledger_update = {ledger_key: ledger.encode(guard.seq, int(time.time() * 1000))}
+                committing = True
+                try:
+                    table = datafiles.commit_append(table, prepared, props, set_properties=ledger_update, guard=guard)
+                finally:
+                    _count("locked_s", time.monotonic() - t2)
+        except datafiles.AlreadyCommitted:
+            datafiles.delete_files(table.io, prepared.files if prepared else [])  # ours were never referenced
+            table = call_with_retry(load_table, what=f"{what}: loading the table", policy=policy, config=config)
+            return already(table, attempt, find_batch(table, batch_id, writer_id, writer_seq), "is already in the ledger")
         except transient as e:
             last = e
-            # CommitFailedException is the one failure known not to have landed.
-            unknown = unknown or not isinstance(e, CommitFailedException)
+            if isinstance(e, CommitFailedException) or not committing:
+                pass  # known not to have landed: the files written are still ours to commit
+            else:
+                unknown = True
+                prepared = None  # they may be referenced by a commit that landed: never reuse or delete them
             level = logging.INFO if isinstance(e, CommitFailedException) else logging.WARNING  # lost races are routine
             log.log(level, "%s: attempt %d/%d of batch %s failed: %s", what, attempt, policy.attempts, batch_id, _safe(e, config))
             continue
@@ -261,6 +425,8 @@ def append_idempotent(
             raise StorageError(f"{what}: commit of batch {batch_id} returned but its snapshot is not in the table metadata")
         return CommitOutcome(snap, batch_id, attempt, False, table)
 
+    if prepared is not None and not unknown:
+        datafiles.delete_files(table.io, prepared.files)  # never committed: not ours to leave behind
     assert last is not None
     state = (
         f"its outcome is unknown: append again with batch id {batch_id} to finish it safely"

@@ -40,6 +40,11 @@ class BadNameError(BadInputError):
     """A namespace or table name that could escape its folder or confuse a reader."""
 
 
+class RejectedBatchError(BadInputError):
+    """A buffered batch can never commit (it does not fit the table): it was moved to the dead-letter
+    folder of its write-ahead log (`icebergdo wal list|retry|drop`); the batches after it were committed."""
+
+
 class StorageError(IcebergdoError):
     """The object store or the catalog could not be reached or refused the operation."""
 

@@ -29,6 +29,7 @@ from icebergdo.maintenance import dedupe as maintenance_dedupe
 from icebergdo.schema import to_events
 from icebergdo.tables import AppendResult, Tables
 from icebergdo.times import DEFAULT_RULE, TimeRule, parse_duration
+from icebergdo.upkeep import Upkeep
 from icebergdo.writer import Writer
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class Lakehouse(Tables):
         self.on_commit(CdcRouter(self))  # cdc.* / collection.* events → their collections (docs/cdc.md)
         self._dedupe: dict[str, tuple[float, Dedupe | None]] = {}
         self._dedupe_lock = threading.Lock()
+        self.upkeep = Upkeep(self)  # streaming tables keep themselves bounded (docs/writer.md, "Table upkeep")
+        self.on_commit(self.upkeep)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -75,7 +78,9 @@ class Lakehouse(Tables):
     ) -> AppendResult:
         """Validate and append events (dicts or a pyarrow.Table) in one commit: all or nothing.
 
-        Give `batch_id` to make a retry safe: a batch id already committed is not committed again.
+        Give `batch_id` to make a retry safe: a batch id already in the retained snapshot history is
+        not committed again (events.raw keeps 1 hour / 50 snapshots by default; a durable writer's
+        exactly-once ledger has no such limit, docs/writer.md).
         Numeric `ts` values are epochs in `ts_unit` (`auto`: by magnitude; docs/writer.md);
         `time_rule` may add a plausibility window (`icebergdo.times.TimeRule`).
         CDC events in the batch are then routed to their collections (a routing failure is logged
@@ -129,7 +134,7 @@ class Lakehouse(Tables):
     def writer(self, table: str = layout.EVENTS_TABLE, **options: Any) -> Writer:
         """A buffered, thread-safe writer (context manager): few commits from many appends.
 
-        Options: max_rows, max_bytes, max_age, wal_dir / durable, unknown, block_timeout, ...
+        Options: max_rows, max_bytes, max_age, wal_dir / durable, unknown, block_timeout, upkeep, ...
         (see `icebergdo.writer.Writer` and docs/writer.md).
         """
         return Writer(self, table, **options)

@@ -4,8 +4,13 @@ Everything that reads or writes tables (the writer, CDC collections, maintenance
 takes a `Tables`; the `Lakehouse` facade is one, with the writer, collections and maintenance hung
 off it. This module owns three things:
 
-- creating and loading tables with our defaults (the ADR LocationProvider, commit retries, zstd);
-- `append`: one idempotent commit of an Arrow batch (see `icebergdo.commit`);
+- creating and loading tables with our defaults (the ADR LocationProvider, commit retries, zstd),
+  and for streaming tables (`events.raw`, CDC change logs, any table a buffered writer feeds)
+  the defaults that keep a table with minute-level commits bounded (`STREAMING_TABLE_PROPERTIES`);
+  an existing streaming table gets the ones it lacks on its first write, never overriding a value
+  that is set;
+- `append`: one idempotent commit of an Arrow batch (see `icebergdo.commit`), with the writer's
+  exactly-once ledger entry when a durable writer commits (see `icebergdo.ledger`);
 - post-commit hooks: after a commit, each registered hook sees (table, batch, result). The facade
   registers CDC routing as one. A hook that fails is logged and never makes the committed batch
   look failed: the commit has happened, and a caller that retried would commit the batch twice.
@@ -26,10 +31,10 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortOrder
 
-from icebergdo import commit, layout
+from icebergdo import commit, layout, ledger
 from icebergdo.config import Config
 from icebergdo.errors import BadInputError, ConfigError, NoSuchTableError
-from icebergdo.iceberg import datafiles
+from icebergdo.iceberg import datafiles, properties
 from icebergdo.iceberg.catalog import open_catalog
 from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA, EVENT_SORT_ORDER
 
@@ -53,6 +58,44 @@ DEFAULT_TABLE_PROPERTIES = {
 EVENTS_TABLE_PROPERTIES = {"write.target-file-size-bytes": str(32 * 1024 * 1024)}
 
 
+# Streaming tables take many small commits a minute (a buffered writer at its defaults flushes every
+# 5 s: up to 17,000 commits a day). Every snapshot stays in metadata.json, which each commit reads
+# and rewrites, so commit cost grows with the snapshots kept; these keep it flat (docs/writer.md,
+# "Table upkeep"). Time travel on events.raw is by event time (`ts`), which no snapshot expiry
+# affects; snapshot retention bounds only commit-time travel and incremental reads.
+MAX_SNAPSHOTS_PROPERTY = "icebergdo.history.max-snapshots"
+UPKEEP_ENABLED_PROPERTY = "icebergdo.upkeep.enabled"
+UPKEEP_EVERY_COMMITS_PROPERTY = "icebergdo.upkeep.every-commits"
+UPKEEP_EVERY_MS_PROPERTY = "icebergdo.upkeep.every-ms"
+UPKEEP_CLOSED_AFTER_MS_PROPERTY = "icebergdo.upkeep.compact-closed-after-ms"
+LEDGER_MAX_AGE_MS_PROPERTY = "icebergdo.upkeep.ledger-max-age-ms"
+STREAMING_TABLE_PROPERTIES = {
+    # Snapshot retention (Iceberg's own key, honoured by `icebergdo maintain` and Spark too; the
+    # minimum kept stays Iceberg's, 1) ...
+    "history.expire.max-snapshot-age-ms": str(3_600_000),  # 1 hour
+    # ... and a cap on the count, which the writer's upkeep applies: at 12 commits a minute one hour is 720
+    MAX_SNAPSHOTS_PROPERTY: "50",
+    # Old metadata files listed in metadata.json (Iceberg's default is 100)
+    "write.metadata.previous-versions-max": "20",
+    # Manifest merging on commit: a safety net when upkeep is off (upkeep merges them long before 100)
+    "commit.manifest-merge.enabled": "true",
+    "commit.manifest.min-count-to-merge": "100",
+    "commit.manifest.target-size-bytes": str(8 * 1024 * 1024),
+    # The writer's own upkeep (icebergdo.upkeep): when, and what it may do
+    UPKEEP_ENABLED_PROPERTY: "true",
+    UPKEEP_EVERY_COMMITS_PROPERTY: "20",
+    UPKEEP_EVERY_MS_PROPERTY: str(300_000),
+    UPKEEP_CLOSED_AFTER_MS_PROPERTY: str(3_600_000),  # an hour partition is closed 1 h after it ends
+    LEDGER_MAX_AGE_MS_PROPERTY: str(30 * 86_400_000),  # ledger entries of writers silent for 30 days go
+}
+CDC_ROLE_PROPERTY = "icebergdo.cdc.role"  # "log" marks a CDC change log (icebergdo.cdc.design)
+
+
+def is_streaming(name: str, table: Table) -> bool:
+    """events.raw and CDC change logs: the tables that take a commit every few seconds."""
+    return name == layout.EVENTS_TABLE or table.metadata.properties.get(CDC_ROLE_PROPERTY) == "log"
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """What one commit added."""
@@ -61,8 +104,9 @@ class AppendResult:
     snapshot_id: int | None
     rows: int
     files: int
-    already_committed: bool = False  # the batch id was already in the history: nothing new was written
+    already_committed: bool = False  # the batch was already committed (ledger or history): nothing new was written
     batch_id: str | None = None
+    upkeep: bool = True  # may the post-commit table upkeep run for this commit (the writer's `upkeep` option)
 
 
 CommitHook = Callable[[Table, pa.Table, AppendResult], None]
@@ -75,6 +119,8 @@ class Tables:
         self.config = config
         self.catalog = catalog or open_catalog(config)
         self._hooks: list[CommitHook] = []
+        self._defaults_checked: set[str] = set()
+        self._committed: dict[str, Table] = {}  # per table, as our last append left it (appends reuse it if still current)
 
     @property
     def catalog_engine(self) -> Engine:
@@ -169,8 +215,29 @@ class Tables:
             data_path=layout.EVENTS_NAMESPACE,
             partition_spec=EVENT_PARTITION_SPEC,
             sort_order=EVENT_SORT_ORDER,
-            properties=EVENTS_TABLE_PROPERTIES,
+            properties={**STREAMING_TABLE_PROPERTIES, **EVENTS_TABLE_PROPERTIES},
         )
+
+    def ensure_streaming_defaults(self, name: str, table: Table | None = None) -> Table:
+        """Give a streaming table the `STREAMING_TABLE_PROPERTIES` it lacks (once per process and table).
+
+        Only missing keys are added, in a commit that is refused if any of them was set meanwhile:
+        a value a user set is never overridden. A failure is logged, never raised (the defaults
+        are an optimisation; the next process tries again).
+        """
+        table = table if table is not None else self.table(name)
+        if name in self._defaults_checked:
+            return table
+        if any(k not in table.metadata.properties for k in STREAMING_TABLE_PROPERTIES):
+            try:
+                table, added = properties.set_missing(table, STREAMING_TABLE_PROPERTIES)
+            except Exception as e:  # noqa: BLE001 - see docstring
+                log.warning("%s: could not add the streaming table defaults (%s); will try again next run", name, commit.describe(e))
+                return table
+            if added:
+                log.info("%s: added streaming table defaults %s", name, ", ".join(added))
+        self._defaults_checked.add(name)
+        return table
 
     # -- writing ---------------------------------------------------------------------------
     def append(
@@ -182,39 +249,67 @@ class Tables:
         sort_by: str | None = None,
         batch_id: str | None = None,
         writer_id: str | None = None,
+        writer_seq: int | None = None,
+        upkeep: bool = True,
     ) -> AppendResult:
         """One commit of an Arrow batch to any table (sorted by `sort_by` first), then the post-commit hooks.
 
-        Idempotent per `icebergdo.batch-id` (`batch_id`, or a snapshot property; generated when
-        absent): transient failures are retried with jitter and a batch id already in the history
-        is not committed again (see `icebergdo.commit`). Storage/catalog failures raise `StorageError`;
-        a batch that does not fit the table's schema raises `BadInputError`.
+        Idempotent: transient failures are retried with jitter and a batch is never committed twice
+        (see `icebergdo.commit`). A durable writer passes its `writer_id` (ULID) and the batch's
+        `writer_seq`: the commit then advances the writer's ledger entry atomically and is skipped
+        if the ledger already covers it, however much history was expired. Without them, a
+        `batch_id` (or `icebergdo.batch-id` snapshot property) already in the retained snapshot
+        history is not committed again. Storage/catalog failures raise `StorageError`; a batch that
+        does not fit the table's schema raises `BadInputError`. `upkeep=False` keeps the post-commit
+        upkeep (`icebergdo.upkeep`) from running for this commit.
         """
-        table = commit.call_with_retry(lambda: self.table(name), what=f"{name}: loading the table", config=self.config)
+        table = commit.call_with_retry(lambda: self._table_for_append(name), what=f"{name}: loading the table", config=self.config)
+        if writer_seq is not None and not (writer_id and ledger.is_writer_id(writer_id)):
+            raise BadInputError(f"{name}: a writer_seq needs a writer_id that is a ULID (the ledger key), got {writer_id!r}")
         if batch.num_rows == 0:
-            return AppendResult(name, None, 0, 0)
+            return AppendResult(name, None, 0, 0, upkeep=upkeep)
+        if upkeep and is_streaming(name, table):
+            table = self.ensure_streaming_defaults(name, table)
         if sort_by:
             batch = datafiles.sort_by(batch, sort_by)
-        try:
-            outcome = commit.append_idempotent(
-                lambda: self.table(name),
-                batch,
-                table=table,
-                snapshot_properties=snapshot_properties,
-                batch_id=batch_id,
-                writer_id=writer_id,
-                config=self.config,
-                what=name,
-                lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
-            )
-        except (ValueError, TypeError) as e:
-            raise BadInputError(f"{name}: batch does not fit the table schema: {e}") from None
+        outcome = commit.append_idempotent(
+            lambda: self.table(name),
+            batch,
+            table=table,
+            snapshot_properties=snapshot_properties,
+            batch_id=batch_id,
+            writer_id=writer_id,
+            writer_seq=writer_seq,
+            config=self.config,
+            what=name,
+            lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
+            current_location=(lambda: self._current_location(name)) if hasattr(self.catalog, "metadata_location_of") else None,
+        )
+        self._committed[name] = outcome.table
         snap = outcome.snapshot
         added = snap.summary.get("added-data-files") if snap and snap.summary else None
         files = int(added) if added is not None and not outcome.already_committed else 0
-        result = AppendResult(name, snap.snapshot_id if snap else None, batch.num_rows, files, outcome.already_committed, outcome.batch_id)
+        result = AppendResult(
+            name, snap.snapshot_id if snap else None, batch.num_rows, files, outcome.already_committed, outcome.batch_id, upkeep
+        )
         self._after_commit(outcome.table, batch, result)
         return result
+
+    def _table_for_append(self, name: str) -> Table:
+        """The table as our last append left it when the catalog still names that metadata (one query,
+        no metadata read: a writer's commits do not re-read their own), else freshly loaded. A new
+        `Table` each time: the metadata is immutable, the object is not shared between threads."""
+        last = self._committed.get(name)
+        if last is not None and hasattr(self.catalog, "metadata_location_of") and self._current_location(name) == last.metadata_location:
+            return type(last)(last.name(), last.metadata, last.metadata_location, last.io, self.catalog, last.config)
+        return self.table(name)
+
+    def _current_location(self, name: str) -> str | None:
+        """The table's current metadata location from the catalog row (one query), None if it is gone."""
+        try:
+            return str(self.catalog.metadata_location_of(layout.split_identifier(name)))  # type: ignore[attr-defined]
+        except iceberg_errors.NoSuchTableError:
+            return None
 
     def describe_tables(self) -> list[dict[str, Any]]:
         """One entry per table: where its metadata is, its snapshot, its row count (for `tables --json`)."""

@@ -69,7 +69,7 @@ from icebergdo.errors import (
 from icebergdo.iceberg import datafiles, filters
 from icebergdo.iceberg.schemas import fresh_schema
 from icebergdo.schema import parse_ts
-from icebergdo.tables import Tables
+from icebergdo.tables import STREAMING_TABLE_PROPERTIES, Tables
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Collection(FoldEngine):
                 data_path=layout.collection_data_path(self.namespace, self.name, "deltas"),
                 partition_spec=PartitionSpec(PartitionField(source_id=ts_id, field_id=1000, transform=DayTransform(), name="_ts_day")),
                 sort_order=SortOrder(SortField(source_id=ts_id, transform=IdentityTransform())),
-                properties={**props, P_ROLE: "log"},
+                properties={**STREAMING_TABLE_PROPERTIES, **props, P_ROLE: "log"},  # a commit per apply: docs/writer.md
             )
         if self.state is None:
             version = [LOG_META.field(c) for c in VERSION_COLS]

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("icebergdo.cli.core", "create the catalog, the warehouse (bucket) and the events.raw table"),
     "ingest": ("icebergdo.cli.ingest", "append JSON-lines events (files or '-' for stdin; plain, .gz or .zst), exactly once per input"),
+    "wal": ("icebergdo.cli.wal", "write-ahead logs: list pending and rejected batches, retry or drop rejected ones"),
     "tables": ("icebergdo.cli.core", "list tables with their metadata location, snapshot and row count"),
     "query": ("icebergdo.cli.core", "run SQL with DuckDB over one view per table"),
     "demo": ("icebergdo.cli.core", "ingest a realistic day of mixed events and show what landed where"),

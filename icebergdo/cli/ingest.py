@@ -11,12 +11,14 @@ How a file (or a finite stdin) is ingested, and why:
    batches (`--max-rows` / `--max-bytes`, 64 MiB of Arrow), cut at chunk boundaries, so the same input is always cut
    the same way. Batch k's id is `ingest:<BLAKE2b of the input up to the end of batch k>` (or
    `--batch-id ID`, `ID:k`), and ids for events without one are derived from the chunk's content
-   hash and position (`icebergdo.ids`). Each batch is one idempotent `Tables.append(batch_id=...)`.
+   hash and position (`icebergdo.ids`). Each batch is one idempotent `Tables.append`, as batch k of
+   a writer whose id is derived from all the batch ids (`_writer_id`).
 3. **A killed run is completed by running the same command again**: the input is re-read, the batch
-   ids come out the same, batches already committed are recognised and skipped, the rest commit.
-   Nothing is committed twice, and re-read events keep the ids they got the first time. (The lookup
-   uses the table's snapshot history: re-run before snapshot expiry removes the first run's
-   snapshots; docs/writer.md.)
+   ids and the writer id come out the same, batches already committed are recognised by the
+   exactly-once ledger (`icebergdo.ledger`: a table property, kept whatever snapshot expiry does;
+   entries silent for 30 days are pruned) and skipped, the rest commit. Nothing is committed twice,
+   and re-read events keep the ids they got the first time. Re-run with the same flags: other
+   `--max-rows`/`--max-bytes` cut the input differently (docs/writer.md).
 
 `--stream` is for endless stdin: chunks are validated and handed to the buffered, durable writer as
 they arrive (bad lines after a commit cannot undo it; a crash is recovered from the writer's WAL).
@@ -248,6 +250,19 @@ def _batch_id(given: str | None, digest: str, counter: list[int]) -> str:
     return f"ingest:{digest}"
 
 
+def _writer_id(plans: list[_Batch]) -> str:
+    """The ledger key of this ingest: a ULID derived from every batch id, i.e. from the content of the
+    inputs and how they were cut. A re-run of the same inputs with the same flags is the same writer
+    with the same batch numbers, so the exactly-once ledger (`icebergdo.ledger`) skips what landed,
+    however much snapshot history was expired since."""
+    import hashlib
+
+    from ulid import ULID
+
+    digest = hashlib.blake2b("\n".join(b.batch_id for b in plans).encode(), digest_size=16).digest()
+    return str(ULID.from_bytes(digest))
+
+
 def _evolve(ctx: Any, schema: pa.Schema) -> None:
     """--unknown keep: add new top-level columns to events.raw before committing them."""
     table = ctx.lh.table(EVENTS_TABLE)
@@ -275,12 +290,13 @@ def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _
             return
         progress.start("committing", sum(b.nbytes for b in plans))  # Arrow bytes
         done = 0
-        for batch in plans:
+        writer_id = _writer_id(plans)
+        for seq, batch in enumerate(plans, 1):
             parts = [_unspill(tmp, part) for part in batch.chunks]
             data = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
             if args.unknown == "keep":
                 _evolve(ctx, data.schema)
-            result = ctx.lh.append(EVENTS_TABLE, data, sort_by="ts", batch_id=batch.batch_id)
+            result = ctx.lh.append(EVENTS_TABLE, data, sort_by="ts", batch_id=batch.batch_id, writer_id=writer_id, writer_seq=seq)
             report.batches += 1
             report.events += data.num_rows
             if result.already_committed:

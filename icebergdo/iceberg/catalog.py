@@ -10,6 +10,16 @@
   first load (one metadata-only commit).
 - `commit_changes` commits several tables in one database transaction (all or none): the REST
   catalog's `POST /v1/transactions/commit`.
+- A commit does not re-read metadata the committer already holds: pyiceberg's `commit_table`
+  loads the current table (catalog row + metadata file) to apply the updates to; when the row
+  still names the committer's own metadata file (metadata files are immutable), that table is
+  used as it is. This is one read and parse of metadata.json less per commit, inside the table's
+  commit lock, where every millisecond is paid by every waiting writer. The updates are applied
+  without pyiceberg's defensive deep copy of the whole metadata (`metadata.apply_updates`), whose
+  cost grew with every snapshot kept.
+- Requirements of our own (the exactly-once ledger's guard, conditional property updates) are
+  checked here, client-side, against the metadata the commit is applied to: only this catalog
+  accepts them (`accepts_own_requirements`); a REST server would reject an unknown requirement.
 """
 
 from __future__ import annotations
@@ -23,8 +33,8 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
-from pyiceberg.table import CommitTableResponse, Table
-from pyiceberg.table.locations import LocationProvider
+from pyiceberg.table import CommitTableResponse, StagedTable, Table
+from pyiceberg.table.locations import LocationProvider, load_location_provider
 from pyiceberg.table.update import AssertTableUUID, RemovePropertiesUpdate, TableRequirement, TableUpdate
 from pyiceberg.typedef import Identifier
 from sqlalchemy import event, insert, select, update
@@ -35,6 +45,7 @@ from sqlalchemy.orm import Session
 from icebergdo import layout
 from icebergdo.config import Config
 from icebergdo.errors import ConfigError, StorageError
+from icebergdo.iceberg.metadata import apply_updates
 from icebergdo.redact import redact_uri, safe_message, scrub
 
 log = logging.getLogger(__name__)
@@ -92,7 +103,7 @@ def drop_legacy_provider(catalog: Catalog, table: Table) -> Table:
     return table
 
 
-_committing = threading.local()  # inside SqlCatalog.commit_table on this thread
+_committing = threading.local()  # inside SqlCatalog.commit_table on this thread (`depth`), and the table it was handed (`table`)
 
 
 class _Named:
@@ -119,10 +130,18 @@ class IcebergdoCatalog(SqlCatalog):
         return as_adr_table(super()._convert_orm_to_iceberg(orm_table))
 
     def load_table(self, identifier: str | Identifier) -> Table:
-        table = super().load_table(identifier)
         if getattr(_committing, "depth", 0):
-            return table  # SqlCatalog.commit_table loading the current state: no clean-up commit inside a commit
-        return drop_legacy_provider(self, table)
+            # SqlCatalog.commit_table loading the current state: no clean-up commit inside a commit, and
+            # no metadata read when the catalog still names the file the committer holds.
+            held = getattr(_committing, "table", None)
+            if held is not None and tuple(held.name()) == Catalog.identifier_to_tuple(identifier):
+                try:
+                    if self.metadata_location_of(held.name()) == held.metadata_location:
+                        return as_adr_table(held)
+                except NoSuchTableError:
+                    pass
+            return super().load_table(identifier)
+        return drop_legacy_provider(self, super().load_table(identifier))
 
     def create_table(self, *args: Any, **kwargs: Any) -> Table:
         table = super().create_table(*args, **kwargs)
@@ -133,12 +152,37 @@ class IcebergdoCatalog(SqlCatalog):
         self, table: Table, requirements: tuple[TableRequirement, ...], updates: tuple[TableUpdate, ...]
     ) -> CommitTableResponse:
         _committing.depth = getattr(_committing, "depth", 0) + 1
+        outer, _committing.table = getattr(_committing, "table", None), table if isinstance(table, Table) else None
         try:
             response = super().commit_table(table, requirements, updates)
         finally:
             _committing.depth -= 1
+            _committing.table = outer
         self._write_version_hint(response.metadata_location)
         return response
+
+    def _update_and_stage_table(
+        self,
+        current_table: Table | None,
+        table_identifier: Identifier,
+        requirements: tuple[TableRequirement, ...],
+        updates: tuple[TableUpdate, ...],
+    ) -> StagedTable:
+        """pyiceberg's, minus the deep copy of the whole metadata (creating a table is left to pyiceberg)."""
+        if current_table is None:
+            return super()._update_and_stage_table(current_table, table_identifier, requirements, updates)
+        for requirement in requirements:
+            requirement.validate(current_table.metadata)
+        updated = apply_updates(current_table.metadata, updates, metadata_location=current_table.metadata_location)
+        version = self._parse_metadata_version(current_table.metadata_location) + 1
+        location = load_location_provider(updated.location, updated.properties).new_table_metadata_file_location(version)
+        return StagedTable(
+            identifier=table_identifier,
+            metadata=updated,
+            metadata_location=location,
+            io=self._load_file_io(properties=updated.properties, location=location),
+            catalog=self,
+        )
 
     def commit_identifier(
         self, identifier: Identifier, requirements: tuple[TableRequirement, ...], updates: tuple[TableUpdate, ...]
@@ -260,6 +304,11 @@ def open_catalog(config: Config) -> Catalog:
     except SAOperationalError as e:
         raise StorageError(f"cannot open catalog {redact_uri(config.catalog_uri)}: {scrub(str(e.orig), config.secrets())}") from None
     return catalog
+
+
+def accepts_own_requirements(catalog: Any) -> bool:
+    """Does this catalog check commit requirements of our own (client-side, before its compare-and-swap)?"""
+    return isinstance(catalog, IcebergdoCatalog)
 
 
 def sql_catalog(catalog: Catalog, what: str = "this") -> IcebergdoCatalog:

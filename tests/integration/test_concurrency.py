@@ -140,3 +140,89 @@ def test_commit_lock_excludes_a_second_writer(lh: Lakehouse) -> None:
     assert seen["other_s"] < 0.3 and seen["other_waited"] is False  # another table is not blocked
     with lock() as waited:  # released: free again
         assert waited is False
+
+
+def test_data_files_upload_while_another_writer_holds_the_commit_lock(lh: Lakehouse) -> None:
+    """The commit lock covers the metadata commit only: a writer waiting for it has already written
+    and uploaded its data files, so writers upload in parallel and queue only for the short commit."""
+    import threading
+
+    from icebergdo.iceberg import datafiles
+
+    lh.create_table(TABLE, SCHEMA, data_path="load/appends")
+    uploaded = threading.Event()
+    real = datafiles.write_append
+
+    def spy(table, batch):  # type: ignore[no-untyped-def]
+        prepared = real(table, batch)
+        uploaded.set()
+        return prepared
+
+    batch = pa.table({"writer": [1] * 3, "seq": [0] * 3, "n": [0, 1, 2]}, schema=SCHEMA)
+    result: dict[str, object] = {}
+    datafiles.write_append = spy  # type: ignore[assignment]
+    try:
+        with commit.commit_lock(lh.catalog, TABLE, timeout_s=60)() as waited:
+            assert waited is False
+            t = threading.Thread(target=lambda: result.setdefault("r", lh.append(TABLE, batch)))
+            t.start()
+            assert uploaded.wait(60), "the data files were not written while the lock was held"
+            time.sleep(0.3)
+            assert "r" not in result and t.is_alive()  # ... but the commit waits for the lock
+        t.join(60)
+    finally:
+        datafiles.write_append = real  # type: ignore[assignment]
+    assert "r" in result
+    assert lh.query("SELECT count(*) AS n FROM load.appends").to_pylist() == [{"n": 3}]
+
+
+def _durable_writer(config: Config, k: int, flushes: int, per_flush: int, state: str, start: object, out: object) -> None:
+    """One process: a durable writer (default WAL folder) committing `flushes` batches of events."""
+    import os
+
+    os.environ["XDG_STATE_HOME"] = state
+    try:
+        lh = Lakehouse.open(config)
+        start.wait(60)  # type: ignore[attr-defined]
+        with lh.writer(durable=True, max_age=60) as w:
+            for f in range(flushes):
+                w.extend([{"id": f"w{k}-{f}-{i}", "ts": 1772359200000 + (f * per_flush + i) * 1000, "type": "webhook",
+                           "payload": {"k": k}} for i in range(per_flush)])
+                w.flush()
+        out.put((k, "ok", w.writer_id, w.stats().commits))  # type: ignore[attr-defined]
+    except BaseException as e:  # report, don't hang the parent
+        out.put((k, "error", repr(e), 0))  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend_name", "writers"), [("s3pg", 3), ("local", 2)])
+def test_durable_writer_processes_every_batch_exactly_once(
+    request: pytest.FixtureRequest, tmp_path: Path, backend_name: str, writers: int
+) -> None:
+    from icebergdo import ledger
+
+    flushes, per_flush = 6, 50
+    config = make_config(request, backend_name, tmp_path)
+    lh = Lakehouse.open(config)
+    lh.events_table()
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_durable_writer, args=(config, k, flushes, per_flush, str(tmp_path / "state"), start, out))
+             for k in range(writers)]
+    for p in procs:
+        p.start()
+    start.set()
+    try:
+        results = [out.get(timeout=300) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    assert all(r[1] == "ok" for r in results), results
+    total, distinct = lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
+    assert total == distinct == writers * flushes * per_flush
+    props = lh.events_table().metadata.properties
+    assert {r[2]: ledger.committed_upto(props, r[2]) for r in results} == {r[2]: flushes for r in results}
+    assert all(r[3] == flushes for r in results)
+    assert len(commit.committed_batch_ids(lh.events_table())) == writers * flushes

@@ -178,3 +178,31 @@ def test_stalled_s3_endpoint_fails_within_the_timeout(seaweedfs: servers.Seaweed
     finally:
         silent.close()
     assert time.monotonic() - started < 45
+
+
+def test_lost_commit_response_of_a_ledger_append_is_not_committed_twice(lh: Lakehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same fault for a durable writer's commit: the retry finds the batch in the ledger and stops."""
+    from icebergdo import ledger
+
+    wid = "01JFA01TWR1TER000000000001"
+    lh.create_table(TABLE, SCHEMA, data_path="faults/items")
+    real = IcebergdoCatalog.commit_table
+    calls = []
+
+    def commit_then_lose_answer(self, table, requirements, updates):  # type: ignore[no-untyped-def]
+        response = real(self, table, requirements, updates)
+        calls.append(response.metadata_location)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE iceberg_tables", {}, ConnectionResetError("connection reset by peer"))
+        return response
+
+    monkeypatch.setattr(IcebergdoCatalog, "commit_table", commit_then_lose_answer)
+    monkeypatch.setattr(commit.RetryPolicy, "delay", lambda self, retry: 0.01)
+    result = lh.append(TABLE, _batch(1), writer_id=wid, writer_seq=1)
+    monkeypatch.undo()
+
+    assert len(calls) == 1 and result.already_committed  # the ledger showed the first attempt had landed
+    table = lh.table(TABLE)
+    assert ledger.committed_upto(table.metadata.properties, wid) == 1
+    assert result.snapshot_id == table.current_snapshot().snapshot_id
+    assert lh.query("SELECT count(*) AS n FROM faults.items").to_pylist() == [{"n": 4}]

@@ -68,6 +68,16 @@ def test_ingest_file_commits_and_reports(lh: Lakehouse, config: Config, tmp_path
     assert result["events"] == 3 and result["commits"] == 0 and result["already_committed_batches"] == 1
     assert result["skipped_lines"] == 0
     assert lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (3, 3)
+    # ... also after every snapshot that knew the batch id is gone: the ledger remembers the ingest.
+    lh.append_events([{"ts": "2026-03-02T00:00:00Z", "type": "custom"}])
+    table = lh.events_table()
+    older = [s.snapshot_id for s in table.snapshots() if s.snapshot_id != table.current_snapshot().snapshot_id]
+    table.maintenance.expire_snapshots().by_ids(older).commit()
+    assert len(lh.events_table().snapshots()) == 1
+    assert main([*cli_args(config, tmp_path), "ingest", str(path), "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["commits"] == 0 and result["already_committed_batches"] == 1
+    assert lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (4, 4)
 
 
 BAD_LINES = [

@@ -64,6 +64,7 @@ def test_compaction_after_many_small_appends(lh: Lakehouse, backend: str) -> Non
     # 500 one-commit appends locally; 100 on s3pg, where each commit costs ~6 S3 requests plus a
     # PostgreSQL round trip: 500 would take minutes there and exercise nothing the local run does not.
     appends = 500 if backend == "local" else 100
+    lh.upkeep.enabled = False  # this test drives compaction itself: no post-commit upkeep rounds (docs/writer.md)
     for i in range(appends):
         # 3 hour partitions, interleaved, so every partition gets many tiny files.
         lh.append_events(events(i, 2, base=T0 + timedelta(hours=i % 3), spacing_s=5))

@@ -296,22 +296,30 @@ def test_append_events_retry_after_routing_failure_adds_nothing(lh: Lakehouse, m
     assert counts(lh) == (14, 14)
 
 
-def test_torn_wal_segment_keeps_every_complete_batch(tmp_path) -> None:
-    """A segment cut anywhere (crash mid-write) yields exactly its complete record batches."""
-    from icebergdo.schema import to_events
-    from icebergdo.wal import SegmentWriter, read_segment
+def test_a_full_buffer_refuses_at_once_when_asked_not_to_block(lh: Lakehouse, tmp_path, monkeypatch) -> None:
+    """For a server: `block_timeout=0` turns a full buffer into an immediate BackpressureError, and
+    `extend` returns only once its events are durable, with `stats().accepted` covering them."""
+    down = threading.Event()
+    down.set()
+    real_append = LakehouseClass.append
 
-    path = tmp_path / "01JAAAAAAAAAAAAAAAAAAAAAAA.0000.arrow"
-    seg = SegmentWriter(path, to_events([event(0)]).schema)
-    ends = []
-    for b in range(5):
-        seg.write(to_events([event(b * 10 + i) for i in range(10)]))
-        seg.sync()
-        ends.append(path.stat().st_size)
-    seg.close()
-    data = path.read_bytes()
-    for cut in sorted({0, 7, ends[0] - 1, ends[0], ends[0] + 3, ends[2] - 5, ends[2], len(data) - 1, len(data)}):
-        path.write_bytes(data[:cut])
-        table = read_segment(path)
-        complete = sum(1 for e in ends if e <= cut)
-        assert (0 if table is None else table.num_rows) == 10 * complete, cut
+    def flaky_append(self, *args, **kwargs):
+        if down.is_set():
+            raise StorageError("injected: object store unreachable")
+        return real_append(self, *args, **kwargs)
+
+    monkeypatch.setattr(LakehouseClass, "append", flaky_append)
+    w = lh.writer(wal_dir=tmp_path / "wal", max_rows=50, max_pending_rows=100, max_age=60)
+    try:
+        assert w.extend([event(i) for i in range(50)]) == 50 and w.stats().accepted == 50
+        assert sum(p.stat().st_size for p in (tmp_path / "wal").glob("*.arrow")) > 0  # durable before it returned
+        w.extend([event(i) for i in range(50, 100)])
+        started = time.monotonic()
+        with pytest.raises(BackpressureError, match="100 events behind"):
+            w.extend([event(100)], block_timeout=0)
+        assert time.monotonic() - started < 1.0
+        assert w.stats().accepted == 100
+    finally:
+        down.clear()
+        w.close()
+    assert counts(lh) == (100, 100)

@@ -2,7 +2,9 @@
 
 Rounds kill it at a random moment, right before a commit, and right after a commit but before
 its WAL segments are deleted. After a final replay, every event whose `append` returned is in
-the table exactly once (checked through DuckDB), and no batch id was committed twice.
+the table exactly once (checked through DuckDB), and no batch id was committed twice. The same
+holds when every snapshot but the last is expired before the restart: replay asks the ledger,
+not the history.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from icebergdo import Config, Lakehouse
+from icebergdo import Config, Lakehouse, commit
+from icebergdo.maintenance import MaintenanceOptions
+from icebergdo.wal import WriteAheadLog
 from icebergdo.writer import BATCH_ID_PROPERTY
 
 THREADS = 2
@@ -30,12 +34,18 @@ cfg_file, wal, ack_dir, mode, rnd = sys.argv[1:6]
 lh = Lakehouse.open(Config.from_dict(json.loads(open(cfg_file).read()), source="crash test"))
 marker = os.path.join(ack_dir, f"marker-{rnd}")
 real_append = L.append
-if mode in ("before-commit", "after-commit"):
+commits = []
+if mode == "after-commits":
+    from icebergdo.wal import WriteAheadLog
+    WriteAheadLog.delete = lambda self, paths: None  # segments outlive their commits ...
+if mode in ("before-commit", "after-commit", "after-commits"):
     def append(self, *a, **k):
         if mode == "before-commit":
             open(marker, "w").close(); time.sleep(60)
         result = real_append(self, *a, **k)
-        open(marker, "w").close(); time.sleep(60)  # killed here: committed, WAL not yet deleted
+        commits.append(result)
+        if mode == "after-commit" or len(commits) == 3:  # ... (three of them), then the process dies
+            open(marker, "w").close(); time.sleep(60)  # killed here: committed, WAL not yet deleted
         return result
     L.append = append
 
@@ -74,14 +84,14 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_sigkill_rounds_lose_nothing_and_duplicate_nothing(lh: Lakehouse, config: Config, tmp_path: Path) -> None:
+def _kill_rounds(config: Config, tmp_path: Path, modes: list[str]) -> tuple[Path, Path]:
+    """Run the child once per mode, SIGKILLing it each time; returns (WAL folder, acks folder)."""
     cfg_file = tmp_path / "config.json"
     cfg_file.write_text(json.dumps(_config_dict(config)))
     cfg_file.chmod(0o600)
     wal, acks = tmp_path / "wal", tmp_path / "acks"
     acks.mkdir()
     rng = random.Random(4)
-    modes = ["random", "after-commit", "before-commit", "random"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for rnd, mode in enumerate(modes):
         proc = subprocess.Popen(
@@ -99,9 +109,10 @@ def test_sigkill_rounds_lose_nothing_and_duplicate_nothing(lh: Lakehouse, config
             proc.wait()
             proc.stderr.close()
         assert proc.returncode == -signal.SIGKILL
+    return wal, acks
 
-    with lh.writer(wal_dir=wal, max_age=60) as w:  # restart: replays what the last child left
-        pass
+
+def _check(lh: Lakehouse, acks: Path, kills: int) -> None:
     acked = {line for f in acks.glob("ack-*") for line in f.read_text().split("\n") if line}
     assert len(acked) > 20, "the children acknowledged too few events for a meaningful test"
     con = lh.duckdb()
@@ -111,8 +122,36 @@ def test_sigkill_rounds_lose_nothing_and_duplicate_nothing(lh: Lakehouse, config
     missing = acked - ids
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
     # Present but unacknowledged: at most the one in-flight append per thread per kill.
-    assert len(ids - acked) <= THREADS * len(modes)
+    assert len(ids - acked) <= THREADS * kills
+
+
+def test_sigkill_rounds_lose_nothing_and_duplicate_nothing(lh: Lakehouse, config: Config, tmp_path: Path) -> None:
+    modes = ["random", "after-commit", "before-commit", "random"]
+    wal, acks = _kill_rounds(config, tmp_path, modes)
+    with lh.writer(wal_dir=wal, max_age=60) as w:  # restart: replays what the last child left
+        pass
+    _check(lh, acks, len(modes))
     batch_ids = [s.summary[BATCH_ID_PROPERTY] for s in lh.events_table().snapshots() if s.summary[BATCH_ID_PROPERTY]]
     assert len(batch_ids) == len(set(batch_ids)), "a batch was committed twice"
     assert not list(wal.glob("*.arrow")), "WAL segments left after a clean close"
     assert w.stats().pending == 0
+
+
+def test_sigkill_then_expire_all_but_the_last_snapshot_then_replay(lh: Lakehouse, config: Config, tmp_path: Path) -> None:
+    """The last child dies after three commits whose WAL segments were never deleted; every snapshot
+    but the last is then expired, so the history no longer knows two of them: the ledger does."""
+    modes = ["random", "after-commits"]
+    wal, acks = _kill_rounds(config, tmp_path, modes)
+    table = lh.events_table()
+    committed = commit.committed_batch_ids(table)
+    log = WriteAheadLog(wal, table="events.raw")
+    leftovers = {b.batch_id for b in log.leftovers()}
+    log.close()
+    lh.maintain(["events.raw"], ["expire"], options=MaintenanceOptions(older_than=0, retain_last=1), progress=None)
+    forgotten = (leftovers & committed) - commit.committed_batch_ids(lh.events_table())
+    assert len(forgotten) >= 2, "the test must leave committed batches the history no longer knows"
+    with lh.writer(wal_dir=wal, max_age=60) as w:
+        pass
+    assert w.stats().skipped_batches >= 3
+    _check(lh, acks, len(modes))
+    assert not list(wal.glob("*.arrow"))

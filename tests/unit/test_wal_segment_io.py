@@ -115,10 +115,10 @@ def test_leftovers_are_grouped_by_batch_oldest_first(tmp_path: Path) -> None:
         assert older < newer
         # newer batch: two parts (the schema changed); older batch: one part with a torn tail
         for part, t in ((0, chunk(100, 2)), (1, chunk(102, 3))):
-            w = wal.open_segment(newer, part, SCHEMA)
+            w = wal.open_segment(2, newer, part, SCHEMA)
             w.write(t)
             w.close()
-        path = wal.segment_path(older, 0)
+        path = wal.segment_path(1, older, 0)
         write_segment(path, [chunk(0, 4)], close=False)
         with open(path, "ab") as f:
             f.write(b"\x01\x02\x03")  # half a message
@@ -126,7 +126,8 @@ def test_leftovers_are_grouped_by_batch_oldest_first(tmp_path: Path) -> None:
         found = list(wal.leftovers())
         assert [b.batch_id for b in found] == [older, newer]
         assert found[0].rows == 4 and found[1].rows == 5
-        assert [p.name for p in found[1].paths] == [f"{newer}.0000.arrow", f"{newer}.0001.arrow"]
+        assert [b.seq for b in found] == [1, 2]
+        assert [p.name for p in found[1].paths] == [f"000000000002-{newer}.0000.arrow", f"000000000002-{newer}.0001.arrow"]
         assert pa.concat_tables(found[1].tables).column("n").to_pylist() == [100, 101, 102, 103, 104]
         wal.delete(found[0].paths + found[0].paths)  # deleting twice is harmless
         assert [b.batch_id for b in wal.leftovers()] == [newer]
