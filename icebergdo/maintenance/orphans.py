@@ -11,11 +11,11 @@ listing, and again right before deleting, so a commit that lands while the job r
 files. In-flight commits are protected by the age window (`orphan_age`, default 3 days): a file
 younger than it is never touched. Below a floor of one hour that protection is too thin to rely
 on, so a shorter window is refused unless asked for explicitly (`unsafe_orphan_age`), and then
-the final re-read and the deletes happen while holding the table's commit lock, the one every
-icebergdo append holds from writing its data files to its catalog commit: no such commit can be
-in flight then. (A writer that wrote data files before taking the lock would lose them here: the
-age window is all that protects files of commits that do not hold the lock from their first
-write — CDC state folds, Spark, other engines. Do not go below the floor while they write.)
+the final re-read and the deletes happen while no icebergdo append has data files in flight and
+none can commit: every append holds the table's uploads lock (shared) from its first data file
+to its commit, and the commit lock while it commits; orphan removal takes both exclusively. The
+age window is all that protects files of commits that do not take those locks — CDC state folds,
+Spark, other engines: do not go below the floor while they write.
 
 Safety of the prefixes: each must look like this table's (under the warehouse, not the warehouse
 or the catalog root; metadata under the table's location); files under any *other* table's prefix
@@ -123,11 +123,14 @@ def remove_orphans(
     report.details["unreferenced_bytes"] = sum(i.size for i in unreferenced)
     report.details["too_recent"] = len(unreferenced) - len(orphans)
     if orphans and not dry_run:
-        # Below the floor no icebergdo commit may land between the last look and the deletes.
-        hold = commit.exclusive_commit_lock(table.catalog, name, lock_timeout_s) if below_floor else contextlib.nullcontext(True)
-        with hold as held:
+        # Below the floor no icebergdo append may have data files in flight, nor commit, between the last
+        # look and the deletes: wait for a moment without uploads, then hold the commit lock too.
+        uploads = commit.exclusive_uploads_lock(table.catalog, name, lock_timeout_s) if below_floor else contextlib.nullcontext(True)
+        commits = commit.exclusive_commit_lock(table.catalog, name, lock_timeout_s) if below_floor else contextlib.nullcontext(True)
+        with uploads as quiet, commits as locked:
+            held = quiet and locked
             if not held:
-                report.notes.append(f"nothing deleted: the table's commit lock stayed busy for {lock_timeout_s:g}s")
+                report.notes.append(f"nothing deleted: appends kept the table busy for {lock_timeout_s:g}s")
                 orphans = []
             else:
                 table = table.refresh()
