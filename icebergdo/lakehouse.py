@@ -8,8 +8,6 @@ Nothing below it imports it.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +15,10 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 
-from icebergdo import commit, layout
+from icebergdo import layout
 from icebergdo.cdc import ApplyResult, CdcRouter, Collection, route_pending
 from icebergdo.config import Config
-from icebergdo.dedupe import Dedupe, drop_duplicates
+from icebergdo.dedupe import Dedupe
 from icebergdo.engines import duck
 from icebergdo.errors import BadInputError
 from icebergdo.maintenance import MaintenanceOptions, StepReport, health, maintain
@@ -36,17 +34,12 @@ if TYPE_CHECKING:
 
 __all__ = ["AppendResult", "ApplyResult", "Lakehouse"]
 
-DEDUPE_CACHE_S = 10.0  # how long a table's dedupe setting is reused before its properties are read again
-
-
 class Lakehouse(Tables):
     """A catalog plus a warehouse. Open one with `Lakehouse.open(home_or_config)`."""
 
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         super().__init__(config, catalog)
         self.on_commit(CdcRouter(self))  # cdc.* / collection.* events → their collections (docs/cdc.md)
-        self._dedupe: dict[str, tuple[float, Dedupe | None]] = {}
-        self._dedupe_lock = threading.Lock()
         self.upkeep = Upkeep(self)  # streaming tables keep themselves bounded (docs/writer.md, "Table upkeep")
         self.on_commit(self.upkeep)
 
@@ -87,13 +80,6 @@ class Lakehouse(Tables):
         batch = to_events(rows, rule=rule)
         return self.append(layout.EVENTS_TABLE, batch, snapshot_properties=snapshot_properties, sort_by="ts", batch_id=batch_id)
 
-    def append(self, name: str, batch: pa.Table, **kw: Any) -> AppendResult:
-        """`Tables.append`, after dropping repeats within the batch when the table deduplicates (`set_dedupe`)."""
-        setting = self.dedupe_setting(name)
-        if setting is not None:
-            batch = drop_duplicates(batch, setting)
-        return super().append(name, batch, **kw)
-
     # -- deduplication ---------------------------------------------------------------------
     def set_dedupe(self, table: str, column: str | None, *, window: str | float = "24h") -> None:
         """Switch event-id deduplication on (`column`, e.g. "id", within `window`) or off (`None`) for a table.
@@ -111,22 +97,10 @@ class Lakehouse(Tables):
             setting = Dedupe(column, parse_duration(window, "window"))
             with tbl.transaction() as tx:
                 tx.set_properties(setting.properties())
-        with self._dedupe_lock:
-            self._dedupe.pop(table, None)
 
     def dedupe_setting(self, table: str) -> Dedupe | None:
-        """The table's deduplication setting, re-read from its properties at most every DEDUPE_CACHE_S seconds."""
-        now = time.monotonic()
-        with self._dedupe_lock:
-            cached = self._dedupe.get(table)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        # the same retries and StorageError as the append that follows would give
-        found = commit.call_with_retry(lambda: self.find_table(table), what=f"{table}: loading the table", config=self.config)
-        setting = Dedupe.of(found.properties) if found is not None else None
-        with self._dedupe_lock:
-            self._dedupe[table] = (now + DEDUPE_CACHE_S, setting)
-        return setting
+        """The table's deduplication setting (None: off)."""
+        return Dedupe.of(self.table(table).properties)
 
     def writer(self, table: str = layout.EVENTS_TABLE, **options: Any) -> Writer:
         """A buffered, thread-safe writer (context manager): few commits from many appends.
