@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,10 +17,11 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.schema import Schema
 
-from icebergdo import commit, layout
+from icebergdo import layout
 from icebergdo.cdc import ApplyResult, CdcRouter, Collection, route_pending
 from icebergdo.config import Config
-from icebergdo.dedupe import Dedupe, drop_duplicates
+from icebergdo.dedupe import COLUMN_PROPERTY as DEDUPE_PROPERTY
+from icebergdo.dedupe import Dedupe
 from icebergdo.engines import duck
 from icebergdo.errors import BadInputError, IcebergdoError
 from icebergdo.maintenance import MaintenanceOptions, StepReport, health, maintain
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["AppendResult", "ApplyResult", "Lakehouse"]
 
 log = logging.getLogger(__name__)
-DEDUPE_CACHE_S = 10.0  # how long a table's dedupe setting is reused before its properties are read again
+DEDUPE_VIEWS_TTL_S = 10.0  # how long `duckdb()` reuses which tables deduplicate before reading their properties again
 
 
 class Lakehouse(Tables):
@@ -48,9 +48,8 @@ class Lakehouse(Tables):
     def __init__(self, config: Config, catalog: Catalog | None = None) -> None:
         super().__init__(config, catalog)
         self.on_commit(CdcRouter(self))  # cdc.* / collection.* events → their collections (docs/cdc.md)
-        self._dedupe: dict[str, tuple[float, Dedupe | None]] = {}
-        self._dedupe_lock = threading.Lock()
         self.upkeep = Upkeep(self)  # streaming tables keep themselves bounded (docs/writer.md, "Table upkeep")
+        self._dedupe_cache: tuple[float, list[tuple[str, Any]]] | None = None  # for the `_dedup` views of duckdb()
         self.on_commit(self.upkeep)
 
     # -- opening ---------------------------------------------------------------------------
@@ -90,13 +89,6 @@ class Lakehouse(Tables):
         batch = to_events(rows, rule=rule)
         return self.append(layout.EVENTS_TABLE, batch, snapshot_properties=snapshot_properties, sort_by="ts", batch_id=batch_id)
 
-    def append(self, name: str, batch: pa.Table, **kw: Any) -> AppendResult:
-        """`Tables.append`, after dropping repeats within the batch when the table deduplicates (`set_dedupe`)."""
-        setting = self.dedupe_setting(name)
-        if setting is not None:
-            batch = drop_duplicates(batch, setting)
-        return super().append(name, batch, **kw)
-
     # -- deduplication ---------------------------------------------------------------------
     def set_dedupe(self, table: str, column: str | None, *, window: str | float = "24h") -> None:
         """Switch event-id deduplication on (`column`, e.g. "id", within `window`) or off (`None`) for a table.
@@ -114,22 +106,11 @@ class Lakehouse(Tables):
             setting = Dedupe(column, parse_duration(window, "window"))
             with tbl.transaction() as tx:
                 tx.set_properties(setting.properties())
-        with self._dedupe_lock:
-            self._dedupe.pop(table, None)
+        self._dedupe_cache = None  # the next duckdb() shows (or drops) the table's _dedup view
 
     def dedupe_setting(self, table: str) -> Dedupe | None:
-        """The table's deduplication setting, re-read from its properties at most every DEDUPE_CACHE_S seconds."""
-        now = time.monotonic()
-        with self._dedupe_lock:
-            cached = self._dedupe.get(table)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        # the same retries and StorageError as the append that follows would give
-        found = commit.call_with_retry(lambda: self.find_table(table), what=f"{table}: loading the table", config=self.config)
-        setting = Dedupe.of(found.properties) if found is not None else None
-        with self._dedupe_lock:
-            self._dedupe[table] = (now + DEDUPE_CACHE_S, setting)
-        return setting
+        """The table's deduplication setting (None: off)."""
+        return Dedupe.of(self.table(table).properties)
 
     def writer(self, table: str = layout.EVENTS_TABLE, **options: Any) -> Writer:
         """A buffered, thread-safe writer (context manager): few commits from many appends.
@@ -193,31 +174,40 @@ class Lakehouse(Tables):
         `events_dedup` for `events.raw`, `<namespace>_<table>_dedup` for others (docs/maintenance.md).
         """
         if not live:
-            views = {}
+            views, deduping = {}, []
             for name in self.tables():
                 tbl = self.catalog.load_table(name)
                 if tbl.metadata.current_snapshot_id is not None:
                     views[name] = tbl.metadata_location
-            return duck.connect(self.config, views, database, self._dedupe_views(lambda n: f"iceberg_scan('{views[n]}')", views))
+                    deduping.append((name, tbl))
+            scans = {name: f"iceberg_scan('{location}')" for name, location in views.items()}
+            return duck.connect(self.config, views, database, self._dedupe_views(deduping, scans))
         alias = self.config.catalog_name
-        names = [n for n in self.tables() if self._deduplicates(n)]
-        source = lambda n: ".".join(duck.quote_ident(p) for p in (alias, *n.split(".", 1)))  # noqa: E731
-        return duck.connect_catalog(self.config, self.catalog_endpoint(), database, alias=alias, queries=self._dedupe_views(source, names))
+        attached = {name: ".".join(duck.quote_ident(p) for p in (alias, *name.split(".", 1))) for name, _t in self._deduplicating()}
+        return duck.connect_catalog(
+            self.config, self.catalog_endpoint(), database, alias=alias, queries=self._dedupe_views(self._deduplicating(), attached)
+        )
 
-    def _deduplicates(self, name: str) -> bool:
-        try:
-            return self.dedupe_setting(name) is not None
-        except IcebergdoError as e:
-            log.warning("no de-duplicated view of %s: %s", name, e)
-            return False
+    def _deduplicating(self) -> list[tuple[str, Any]]:
+        """(name, table) of the tables with a snapshot that deduplicate, re-read at most every DEDUPE_VIEWS_TTL_S."""
+        now = time.monotonic()
+        cached = self._dedupe_cache
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = []
+        for name in self.tables():
+            tbl = self.find_table(name)
+            if tbl is not None and tbl.metadata.current_snapshot_id is not None and DEDUPE_PROPERTY in tbl.properties:
+                found.append((name, tbl))
+        self._dedupe_cache = (now + DEDUPE_VIEWS_TTL_S, found)
+        return found
 
-    def _dedupe_views(self, source: Callable[[str], str], names: Iterable[str]) -> dict[str, str]:
-        """{view name: SELECT} for the tables among `names` that deduplicate; `source(name)` is what to select from."""
+    def _dedupe_views(self, tables: list[tuple[str, Any]], sources: dict[str, str]) -> dict[str, str]:
+        """{view name: SELECT} for the `tables` that deduplicate; `sources[name]` is what each view selects from."""
         out = {}
-        for name in names:
+        for name, tbl in tables:
             try:
-                tbl = self.catalog.load_table(name)
-                select = maintenance_dedupe.view_sql(tbl, source(name)) if tbl.metadata.current_snapshot_id is not None else None
+                select = maintenance_dedupe.view_sql(tbl, sources[name])
             except IcebergdoError as e:  # a bad dedupe property: no view, the plain one still works
                 log.warning("no de-duplicated view of %s: %s", name, e)
                 continue

@@ -34,6 +34,7 @@ from pyiceberg.table.sorting import UNSORTED_SORT_ORDER, SortOrder
 
 from icebergdo import commit, layout, ledger
 from icebergdo.config import Config
+from icebergdo.dedupe import Dedupe, drop_duplicates
 from icebergdo.errors import BadInputError, ConfigError, NoSuchTableError
 from icebergdo.iceberg import datafiles, properties
 from icebergdo.iceberg.catalog import open_catalog
@@ -271,6 +272,9 @@ class Tables:
             return AppendResult(name, None, 0, 0, upkeep=upkeep)
         if upkeep and is_streaming(name, table):
             table = self.ensure_streaming_defaults(name, table)
+        setting = Dedupe.of(table.properties)  # `icebergdo.dedupe`: repeats within the batch go first
+        if setting is not None:
+            batch = drop_duplicates(batch, setting)
         if sort_by:
             batch = datafiles.sort_by(batch, sort_by)
         # Shared by every append from its first data file to its commit: orphan removal below its
