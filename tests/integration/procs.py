@@ -26,11 +26,11 @@ import os, sys, time
 from datetime import UTC, datetime, timedelta
 from icebergdo import Config, Lakehouse
 
-cfg, wal, ack_path, stop_path, tag, hours = sys.argv[1:7]
+cfg, wal, ack_path, stop_path, tag, hours, upkeep = sys.argv[1:8]
 lh = Lakehouse.open(Config.from_file(cfg))
 t0 = datetime(2026, 3, 1, tzinfo=UTC)
 span = int(float(hours) * 3600)
-w = lh.writer(wal_dir=wal, max_rows=400, max_age=0.2)
+w = lh.writer(wal_dir=wal, max_rows=400, max_age=0.2, upkeep=upkeep == "1")
 open(ack_path + ".started", "w").close()
 with open(ack_path, "a", buffering=1) as acks:
     i = 0
@@ -72,9 +72,10 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def start_writer(cfg: Path, wal: Path, acks: Path, stop: Path, tag: str, hours: float = 4) -> subprocess.Popen[bytes]:
+def start_writer(cfg: Path, wal: Path, acks: Path, stop: Path, tag: str, hours: float = 4, upkeep: bool = True) -> subprocess.Popen[bytes]:
+    """A durable writer process; `upkeep=False` turns off its own table upkeep (docs/writer.md)."""
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(cfg), str(wal), str(acks), str(stop), tag, str(hours)],
+        [sys.executable, "-c", WRITER, str(cfg), str(wal), str(acks), str(stop), tag, str(hours), "1" if upkeep else "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(),
     )
 
