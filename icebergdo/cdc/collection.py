@@ -281,9 +281,10 @@ class Collection(FoldEngine):
                 break
             except (ValueError, TypeError) as e:
                 raise BadInputError(f"{self.log_name}: batch does not fit the log schema: {e}") from None
-            except ValidationException:
-                # pyiceberg's own retry found the snapshot it started from expired meanwhile (a
-                # maintenance run with a short --older-than); nothing was committed: start again.
+            except (ValidationException, FileNotFoundError):
+                # The snapshot the append started from was expired meanwhile (a maintenance run with
+                # a short --older-than): pyiceberg's own retry refuses it, or its manifest list is
+                # already gone when the fast append reads it. Nothing was committed: start again.
                 if attempt == LOG_ATTEMPTS - 1:
                     raise
                 self.log = self.log.refresh()
