@@ -12,7 +12,6 @@ Every file name carries a ULID or UUID, so two writers can never overwrite each 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote_plus
 
@@ -22,7 +21,7 @@ from pyiceberg.transforms import DayTransform, HourTransform
 from pyiceberg.typedef import Properties
 from ulid import ULID
 
-from icebergdo.errors import BadInputError, BadNameError
+from icebergdo.errors import BadNameError
 
 # pyiceberg's `write.py-location-provider.impl`. Never stored on a table (a pyiceberg without icebergdo
 # installed could not import it and would refuse to write): icebergdo's own tables (`AdrTable`) and
@@ -127,21 +126,6 @@ def is_adr_table(properties: Properties) -> bool:
 def adr_write_properties(properties: Properties) -> dict[str, str]:
     """`properties` plus our LocationProvider, for the metadata handed to one of our own writes."""
     return {**properties, LEGACY_PROVIDER_KEY: PROVIDER_IMPL}
-
-
-def check_new_columns(known: Iterable[str], new: Iterable[str], where: str = "field") -> None:
-    """Refuse new column names that equal a known or another new one when case is ignored.
-
-    Iceberg names are case-sensitive, but DuckDB and Spark are not: a column `ID` next to `id`
-    shows up as `ID_1` in DuckDB and makes Spark's reads ambiguous. `where` prefixes the error
-    (e.g. "line 17: field").
-    """
-    seen = {name.lower(): name for name in known}
-    for name in new:
-        other = seen.get(name.lower())
-        if other is not None and other != name:
-            raise BadInputError(f"{where} {name!r} differs from the column {other!r} only by case; readers would confuse them (rename it)")
-        seen.setdefault(name.lower(), name)
 
 
 def collection_data_path(namespace: str, collection: str, part: str) -> str:

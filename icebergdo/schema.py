@@ -58,6 +58,7 @@ from icebergdo.times import (
 )
 
 __all__ = [
+    "check_new_columns",
     "EVENT_ARROW_SCHEMA",
     "EVENT_COLUMNS",
     "EVENT_PARTITION_SPEC",
@@ -417,6 +418,8 @@ def events_from_rows(
             for i in unknown_rows:
                 for k, v in rows_m[i].items():
                     if k not in _KNOWN:
+                        if k not in extra:  # a new column: refuse one readers would confuse with another
+                            check_new_columns([*_KNOWN, *extra], [k], where=f"{label(i)}: field")
                         extra.setdefault(k, [None] * n)[i] = v
     for name in _TEXT:
         col, mask = _text_column([m.get(name) for m in rows_m])
@@ -515,6 +518,7 @@ def events_from_arrow(
         )
     if unknown_cols and unknown == "payload":
         raise BadInputError("Arrow batch: folding extra columns into 'payload' needs row input; drop or rename them")
+    check_new_columns(_KNOWN, unknown_cols, where="Arrow batch: column")
     n = table.num_rows
     f = _Fields(n)
     for name in (*_TEXT, "payload"):
@@ -735,3 +739,18 @@ def to_events(rows: Any, **kw: Any) -> pa.Table:
     if isinstance(rows, (Mapping, str, bytes)):
         raise BadInputError("expected a list of events (dicts) or a pyarrow.Table, got a single " + type(rows).__name__)
     return events_from_rows(rows, **kw)
+
+
+def check_new_columns(known: Iterable[str], new: Iterable[str], where: str = "field") -> None:
+    """Refuse new column names that equal a known or another new one when case is ignored.
+
+    Iceberg names are case-sensitive, but DuckDB and Spark are not: a column `ID` next to `id`
+    shows up as `ID_1` in DuckDB and makes Spark's reads ambiguous. `where` prefixes the error
+    (e.g. "line 17: field").
+    """
+    seen = {name.lower(): name for name in known}
+    for name in new:
+        other = seen.get(name.lower())
+        if other is not None and other != name:
+            raise BadInputError(f"{where} {name!r} differs from the column {other!r} only by case; readers would confuse them (rename it)")
+        seen.setdefault(name.lower(), name)

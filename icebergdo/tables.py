@@ -38,7 +38,7 @@ from icebergdo.dedupe import Dedupe, drop_duplicates
 from icebergdo.errors import BadInputError, ConfigError, NoSuchTableError
 from icebergdo.iceberg import datafiles, properties
 from icebergdo.iceberg.catalog import open_catalog
-from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA, EVENT_SORT_ORDER
+from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA, EVENT_SORT_ORDER, check_new_columns
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -165,6 +165,23 @@ class Tables:
             return self.catalog.load_table(name)
         except iceberg_errors.NoSuchTableError:
             raise NoSuchTableError(f"no table {name!r} (tables: {', '.join(self.tables()) or 'none'})") from None
+
+    def add_columns(self, name: str, schema: pa.Schema) -> list[str]:
+        """Add the top-level columns of `schema` that table `name` lacks (`--unknown keep`); the names added.
+
+        A new name that differs from a column (or another new name) only by case is refused with
+        `BadInputError` before anything changes: DuckDB and Spark fold case, so `ID` beside `id`
+        would read as `ID_1` or be ambiguous.
+        """
+        table = self.table(name)
+        known = table.schema().column_names
+        new = [n for n in schema.names if n not in set(known)]
+        if not new:
+            return []
+        check_new_columns(known, new, where=f"{name}: new field")
+        with table.update_schema() as update:
+            update.union_by_name(schema)
+        return new
 
     def find_table(self, name: str) -> Table | None:
         """The table, or None when the catalog has no such table."""

@@ -705,14 +705,9 @@ class Writer:
 
     def _evolve(self, schema: pa.Schema) -> None:
         """`unknown="keep"`: add new top-level columns to the table before committing them."""
-        table = self.tables.table(self.table_name)
-        known = set(table.schema().column_names)
-        if all(name in known for name in schema.names):
-            return
-        with table.update_schema() as update:
-            update.union_by_name(schema)
-        log.info("writer %s: added column(s) %s to %s", self.writer_id,
-                 ", ".join(n for n in schema.names if n not in known), self.table_name)
+        added = self.tables.add_columns(self.table_name, schema)
+        if added:
+            log.info("writer %s: added column(s) %s to %s", self.writer_id, ", ".join(added), self.table_name)
 
 
 def wal_root(config: Config) -> Path:

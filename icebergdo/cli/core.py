@@ -149,13 +149,3 @@ def cmd_demo(a: argparse.Namespace, ctx: Any) -> int:
         print(f"collection.* events with a namespace and collection were also applied as CDC: {', '.join(others)}")
     print('\ntry: icebergdo --home', lh.config.home or '…', 'query "SELECT type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"')
     return 0
-
-
-def print_rows(header: list[str], rows: list[Any], fmt: str) -> None:
-    """Query results in any `--format` (kept for `spark-sql`; see `icebergdo.cli.output`)."""
-    output.emit(header, rows, fmt)
-
-
-def print_table(header: list[str], rows: list[Any]) -> None:
-    """An aligned table for people (see `icebergdo.cli.output.print_table`)."""
-    output.print_table(output.columns(header), rows)

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
 from icebergdo.cli import args as flags
-from icebergdo.errors import IcebergdoError
+from icebergdo.errors import BadInputError, IcebergdoError
 
 if TYPE_CHECKING:  # the heavy modules (pyarrow, duckdb, pyiceberg) load when a command runs, not for --help
     import pyarrow as pa
@@ -263,16 +263,6 @@ def _writer_id(plans: list[_Batch]) -> str:
     return str(ULID.from_bytes(digest))
 
 
-def _evolve(ctx: Any, schema: pa.Schema) -> None:
-    """--unknown keep: add new top-level columns to events.raw before committing them."""
-    table = ctx.lh.table(EVENTS_TABLE)
-    known = set(table.schema().column_names)
-    if all(n in known for n in schema.names):
-        return
-    with table.update_schema() as update:
-        update.union_by_name(schema)
-
-
 def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _Report, progress: _Progress) -> None:
     import pyarrow as pa
 
@@ -295,7 +285,7 @@ def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _
             parts = [_unspill(tmp, part) for part in batch.chunks]
             data = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
             if args.unknown == "keep":
-                _evolve(ctx, data.schema)
+                ctx.lh.add_columns(EVENTS_TABLE, data.schema)  # --unknown keep: new top-level fields become columns
             result = ctx.lh.append(EVENTS_TABLE, data, sort_by="ts", batch_id=batch.batch_id, writer_id=writer_id, writer_seq=seq)
             report.batches += 1
             report.events += data.num_rows
@@ -381,5 +371,8 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
             print(f"  {msg}", file=sys.stderr)
         if report.bad_count > len(report.bad):
             print(f"  ... and {report.bad_count - len(report.bad)} more", file=sys.stderr)
+        if not report.events:  # --on-error skip dropped every line: nothing landed, which a script must see
+            print("icebergdo: error: every line was skipped; nothing was ingested", file=sys.stderr)
+            return BadInputError.exit_code
     return 0
 

@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from icebergdo.cli import args as flags
 from icebergdo.errors import ConfigError
 
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="bind address (default: [serve] host, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: [serve] port, else 8181)")
     p.add_argument("--wal", metavar="DIR", help="write-ahead log folder, one per serve process (default: <home>/wal/serve)")
-    p.add_argument("--max-age", type=float, metavar="SECONDS", help="commit at least this often (default: [serve] max_age, else 5)")
+    p.add_argument("--max-age", type=flags.duration(positive=True), metavar="DURATION", help="commit at least this often, e.g. 5s, 1m (default: [serve] max_age, else 5s)")
     p.add_argument("--no-auth", action="store_true", help="accept requests without a bearer token (only on a loopback address)")
     maint = p.add_mutually_exclusive_group()
     maint.add_argument("--maintenance", dest="maintenance", action="store_true", default=None,

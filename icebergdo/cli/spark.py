@@ -7,7 +7,8 @@ import shlex
 import sys
 from typing import Any
 
-from icebergdo.cli.core import print_rows
+from icebergdo.cli import args as flags
+from icebergdo.cli import output
 from icebergdo.errors import IcebergdoError
 
 
@@ -21,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`CALL icebergdo.system.rewrite_data_files(table => 'events.raw')`. Starting Spark takes a few seconds.",
     )
     p.add_argument("sql", help='e.g. "SELECT type, count(*) FROM events.raw GROUP BY 1"')
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default: table)")
-    p.add_argument("--limit", type=int, default=10_000, help="print at most this many rows (default 10000)")
+    flags.add_format(p)
+    flags.add_limit(p, default=10_000)
     p.set_defaults(handler=cmd_spark_sql)
 
     p = sub.add_parser("spark", help="Spark helpers: `spark conf` prints the settings for your own Spark (docs/spark.md)")
@@ -50,20 +51,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_spark_sql(args: argparse.Namespace, ctx: Any) -> int:
     from icebergdo.engines import spark
 
-    if args.limit < 0:
-        raise IcebergdoError("--limit must be >= 0")
     session = spark.session(ctx.lh)
     try:
         df = session.sql(args.sql)
         header = list(df.columns)
-        rows = [tuple(r) for r in df.limit(args.limit).collect()] if header else []
+        rows = [tuple(r) for r in (df.limit(args.limit) if args.limit else df).collect()] if header else []
     except Exception as e:
         if isinstance(e, IcebergdoError):
             raise
         raise IcebergdoError(f"spark-sql failed: {spark.error_summary(e)}") from None
     if not header:
         return 0
-    print_rows(header, rows, args.format)
+    output.emit(header, rows, args.format)
     return 0
 
 

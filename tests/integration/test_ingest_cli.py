@@ -115,6 +115,9 @@ def test_on_error_skip_and_unknown_fields(lh: Lakehouse, config: Config, tmp_pat
     assert "ingested 2 events" in captured.out
     assert f"skipped {len(BAD_LINES)} bad line(s)" in captured.err
     assert "mixed.jsonl: line 3: field 'ts': cannot parse time" in captured.err
+    only_bad = write_lines(tmp_path / "only-bad.jsonl", [bad for bad, _ in BAD_LINES])
+    assert main([*args, "ingest", str(only_bad), "--on-error", "skip", "--no-progress"]) == 3  # nothing landed: a script must see it
+    assert "every line was skipped" in capsys.readouterr().err
     extra = write_lines(tmp_path / "extra.jsonl", [json.dumps({"id": "x1", "ts": 1772359200, "type": "t", "region": "eu"})])
     assert main([*args, "ingest", str(extra), "--unknown", "payload", "--no-progress"]) == 0
     extra2 = write_lines(tmp_path / "extra2.jsonl", [json.dumps({"id": "x2", "ts": 1772359200, "type": "t", "region": "us"})])
@@ -123,6 +126,16 @@ def test_on_error_skip_and_unknown_fields(lh: Lakehouse, config: Config, tmp_pat
     assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 4
     assert con.execute("SELECT payload::JSON->>'region' FROM events WHERE id = 'x1'").fetchone()[0] == "eu"
     assert con.execute("SELECT region FROM events WHERE id = 'x2'").fetchone()[0] == "us"
+    # a new field that differs from a column only by case: refused, naming the line, before any change
+    for n, (field, column) in enumerate((("ID", "id"), ("Region", "region")), 3):
+        clash = write_lines(tmp_path / f"extra{n}.jsonl", [good(50), json.dumps({"id": f"x{n}", "ts": 1772359200, "type": "t", field: "?"})])
+        assert main([*args, "ingest", str(clash), "--unknown", "keep", "--no-progress"]) == 3
+        err = capsys.readouterr().err
+        assert f"field {field!r} differs from the column {column!r} only by case" in err, err
+        assert ("line 2" in err) == (field == "ID"), err  # a core column is known per line; a kept one at the table
+    columns = [r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE SELECT * FROM events)").fetchall()]
+    assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 4
+    assert "Region" not in columns and "ID" not in columns and "ID_1" not in columns
 
 
 def test_stdin_in_a_subprocess(lh: Lakehouse, config: Config, tmp_path: Path, monkeypatch, capsys) -> None:

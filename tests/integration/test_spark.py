@@ -180,7 +180,8 @@ def test_spark_rewrite_data_files_keeps_content(lh: Lakehouse) -> None:
     # Another maintainer (e.g. the Python engine) holds the table: Spark leaves it alone.
     with TableLock(lh.catalog_engine, lh.config.catalog_name, "events.raw"):
         busy = maintain(lh, ["events.raw"], ["compact"], engine="spark", options=MaintenanceOptions(min_input_files=1), progress=None)
-    assert [(b.table, b.step, b.notes) for b in busy] == [("events.raw", "all", ["skipped: another maintainer holds the lock"])]
+    assert [(b.table, b.step, b.details.get("skipped")) for b in busy] == [("events.raw", "all", "locked")]
+    assert busy[0].notes[0].startswith("skipped: locked by another maintainer")
     assert len(lh.table("events.raw").inspect.files()) == files_before
     (r,) = maintain(lh, ["events.raw"], ["compact"], engine="spark", options=MaintenanceOptions(min_input_files=1), progress=None)
     hours = lh.query("SELECT count(DISTINCT date_trunc('hour', ts)) AS n FROM events").to_pylist()[0]["n"]
@@ -238,6 +239,9 @@ def test_spark_sql_cli(lh: Lakehouse, tmp_path: Path, capsys: pytest.CaptureFixt
     got = json.loads(capsys.readouterr().out)
     assert got == lh.query("SELECT type, count(*) AS n FROM events GROUP BY type ORDER BY type").to_pylist()
     assert sum(r["n"] for r in got) == 18
+    assert cli_main(["--config", str(cfg), "spark-sql", "SELECT type FROM events.raw ORDER BY type", "--format", "jsonl", "--limit", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == lh.query("SELECT type FROM events ORDER BY type LIMIT 2").to_pylist()
     # `maintain --engine spark` prints the same summary as the python engine; --json gives StepReports.
     rc = cli_main(["--config", str(cfg), "maintain", "--engine", "spark", "--orphans", "--table", "events.raw"])
     assert rc == 0

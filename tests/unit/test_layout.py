@@ -15,7 +15,7 @@ from pyiceberg.types import DateType, LongType, NestedField, StringType, Timesta
 from ulid import ULID
 
 from icebergdo import layout
-from icebergdo.errors import BadInputError, BadNameError
+from icebergdo.errors import BadNameError
 from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA
 
 WH = "s3://bucket/lake"
@@ -173,12 +173,3 @@ def test_table_namespaces_that_shadow_reserved_ones() -> None:
             layout.table_properties(WH, f"{ns}.x", "shop/x")
     assert layout.table_properties(WH, "events.rejected", "events/rejected")["write.data.path"] == f"{WH}/events/rejected"
     assert layout.check_collection_namespace("shop") == "shop" and not layout.is_reserved("eventsx")
-
-
-def test_column_names_that_differ_only_by_case() -> None:
-    layout.check_new_columns(["id", "ts"], ["tenant", "region"])
-    layout.check_new_columns(["id"], ["id", "tenant", "tenant"])  # the same name again is no collision
-    with pytest.raises(BadInputError, match="'ID' differs from the column 'id' only by case"):
-        layout.check_new_columns(["id", "ts"], ["ID"])
-    with pytest.raises(BadInputError, match="line 3: field 'Tenant' differs from the column 'tenant'"):
-        layout.check_new_columns(["id"], ["tenant", "Tenant"], where="line 3: field")

@@ -12,7 +12,7 @@ from ulid import ULID
 
 from icebergdo.dedupe import Dedupe, drop_duplicates
 from icebergdo.errors import BadInputError
-from icebergdo.schema import EVENT_ARROW_SCHEMA, events_from_arrow, events_from_json_lines, events_from_rows
+from icebergdo.schema import EVENT_ARROW_SCHEMA, check_new_columns, events_from_arrow, events_from_json_lines, events_from_rows
 from icebergdo.times import INGEST_RULE, TimeRule
 
 GOOD = {"ts": "2026-03-01T10:00:00Z", "type": "webhook", "source": "stripe", "payload": {"a": 1}}
@@ -157,3 +157,24 @@ def test_dedupe_keeps_the_first_arrival_within_the_window() -> None:
     assert drop_duplicates(plain, Dedupe("id", timedelta(hours=1))).column("n").to_pylist() == [0, 2]
     assert Dedupe.of({"icebergdo.dedupe": "id", "icebergdo.dedupe.window": "2h"}) == Dedupe("id", timedelta(hours=2))
     assert Dedupe.of({}) is None
+
+
+def test_column_names_that_differ_only_by_case() -> None:
+    check_new_columns(["id", "ts"], ["tenant", "region"])
+    check_new_columns(["id"], ["id", "tenant", "tenant"])  # the same name again is no collision
+    with pytest.raises(BadInputError, match="'ID' differs from the column 'id' only by case"):
+        check_new_columns(["id", "ts"], ["ID"])
+    with pytest.raises(BadInputError, match="line 3: field 'Tenant' differs from the column 'tenant'"):
+        check_new_columns(["id"], ["tenant", "Tenant"], where="line 3: field")
+
+
+def test_kept_fields_that_differ_from_a_column_only_by_case_name_the_event() -> None:
+    ok = events_from_rows([{"ts": 1772359200, "type": "t", "tenant": "a"}], unknown="keep")
+    assert ok.column("tenant").to_pylist() == ["a"]
+    with pytest.raises(BadInputError, match=r"line 2: field 'ID' differs from the column 'id' only by case"):
+        events_from_rows([{"ts": 1772359200, "type": "t"}, {"ts": 1772359200, "type": "t", "ID": "x"}],
+                         unknown="keep", labels=["line 1", "line 2"])
+    with pytest.raises(BadInputError, match=r"event #2: field 'Tenant' differs from the column 'tenant'"):
+        events_from_rows([{"ts": 1772359200, "type": "t", "tenant": "a"}, {"ts": 1772359200, "type": "t", "Tenant": "b"}], unknown="keep")
+    with pytest.raises(BadInputError, match=r"Arrow batch: column 'Type' differs from the column 'type' only by case"):
+        events_from_arrow(pa.table({"ts": [datetime(2026, 3, 1, tzinfo=UTC)], "type": ["t"], "Type": ["u"]}), unknown="keep")
