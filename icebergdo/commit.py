@@ -458,18 +458,123 @@ def commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S
     """
     engine = getattr(catalog, "engine", None)
     dialect = engine.dialect.name if engine is not None else ""
-    key = int.from_bytes(hashlib.blake2b(f"icebergdo:{identifier}".encode(), digest_size=8).digest(), "big", signed=True)
     if dialect == "postgresql":
-        return lambda: _pg_lock(engine, key, timeout_s)
-    if dialect == "sqlite" and engine is not None and engine.url.database and engine.url.database != ":memory:":
-        path = Path(f"{engine.url.database}.{identifier}.lock")
+        return lambda: _pg_lock(engine, _pg_key(identifier), timeout_s)
+    if (path := _lock_file(catalog, identifier)) is not None:
         return lambda: _file_lock(path, timeout_s)
+    return lambda: contextlib.nullcontext(False)
+
+
+def _pg_key(identifier: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"icebergdo:{identifier}".encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _lock_file(catalog: Any, identifier: str) -> Path | None:
+    """The flock file of a table's commit lock: beside a SQLite catalog, or per machine for a REST catalog."""
+    engine = getattr(catalog, "engine", None)
+    if engine is not None and engine.dialect.name == "sqlite" and engine.url.database and engine.url.database != ":memory:":
+        return Path(f"{engine.url.database}.{identifier}.lock")
     uri = getattr(catalog, "uri", None)
     if engine is None and isinstance(uri, str) and uri.startswith(("http://", "https://")):
         digest = hashlib.blake2b(f"{uri}|{identifier}".encode(), digest_size=12).hexdigest()
-        path = Path(tempfile.gettempdir()) / f"icebergdo-rest-{digest}.lock"
-        return lambda: _file_lock(path, timeout_s)
-    return lambda: contextlib.nullcontext(False)
+        return Path(tempfile.gettempdir()) / f"icebergdo-rest-{digest}.lock"
+    return None
+
+
+@contextlib.contextmanager
+def exclusive_commit_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
+    """Hold the same per-table lock as `commit_lock`, yielding whether it is really held.
+
+    For maintenance that must see no commit land while it works (orphan removal below its safety
+    window): unlike `commit_lock`, a lock not obtained within `timeout_s` yields False instead of
+    letting the caller go ahead optimistically, and the caller must then not act on its view.
+    """
+    with _hold(catalog, identifier, "", shared=False, timeout_s=timeout_s) as held:
+        yield held
+
+
+def uploads_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S) -> Callable[[], contextlib.AbstractContextManager[bool]]:
+    """A per-table lock an append holds *shared* from writing its first data file until those files are
+    committed or given up (many appends at once), and orphan removal below its safety window takes
+    *exclusive* (`exclusive_uploads_lock`), so it never deletes a data file an append is about to commit.
+
+    Data files are written before the commit lock is taken (uploads run in parallel), so the commit
+    lock alone cannot protect them. A lock not obtained within `timeout_s` lets the append go on
+    (yields False): it only ever waits for an orphan removal's few deletes.
+    """
+    return lambda: _hold(catalog, identifier, ".uploads", shared=True, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def exclusive_uploads_lock(catalog: Any, identifier: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[bool]:
+    """`uploads_lock` taken exclusively: yields True once no append of this table has data files in flight."""
+    with _hold(catalog, identifier, ".uploads", shared=False, timeout_s=timeout_s) as held:
+        yield held
+
+
+@contextlib.contextmanager
+def _hold(catalog: Any, identifier: str, kind: str, *, shared: bool, timeout_s: float) -> Iterator[bool]:
+    """A PostgreSQL session advisory lock or an flock (SQLite, REST: `_lock_file`), shared or exclusive;
+    yields whether it is held (False when not obtained within `timeout_s`, or nowhere to lock)."""
+    engine = getattr(catalog, "engine", None)
+    dialect = engine.dialect.name if engine is not None else ""
+    if engine is not None and dialect == "postgresql":
+        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
+
+        key = _pg_key(identifier + kind)
+        suffix = "_shared" if shared else ""
+        try:
+            con = engine.connect()
+        except DBAPIError:
+            yield False
+            return
+        held = False
+        try:
+            try:
+                con.execute(text(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'"))  # this transaction only
+                con.execute(text(f"SELECT pg_advisory_lock{suffix}(:k)"), {"k": key})  # session lock: outlives the commit
+                con.commit()
+                held = True
+            except DBAPIError:
+                con.rollback()
+            yield held
+        finally:
+            try:
+                if held:
+                    con.execute(text(f"SELECT pg_advisory_unlock{suffix}(:k)"), {"k": key})
+                    con.commit()
+            except DBAPIError:
+                con.invalidate()  # the session is gone, and its advisory lock with it
+            finally:
+                con.close()
+        return
+    path = _lock_file(catalog, identifier)
+    if path is None:
+        yield False
+        return
+    try:
+        fd = os.open(f"{path}{kind}" if kind else path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.005)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

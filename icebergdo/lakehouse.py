@@ -7,7 +7,9 @@ Nothing below it imports it.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +20,12 @@ from pyiceberg.schema import Schema
 from icebergdo import layout
 from icebergdo.cdc import ApplyResult, CdcRouter, Collection, route_pending
 from icebergdo.config import Config
+from icebergdo.dedupe import COLUMN_PROPERTY as DEDUPE_PROPERTY
 from icebergdo.dedupe import Dedupe
 from icebergdo.engines import duck
-from icebergdo.errors import BadInputError
+from icebergdo.errors import BadInputError, IcebergdoError
 from icebergdo.maintenance import MaintenanceOptions, StepReport, health, maintain
+from icebergdo.maintenance import dedupe as maintenance_dedupe
 from icebergdo.schema import to_events
 from icebergdo.tables import AppendResult, Tables
 from icebergdo.times import DEFAULT_RULE, TimeRule, parse_duration
@@ -34,6 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = ["AppendResult", "ApplyResult", "Lakehouse"]
 
+log = logging.getLogger(__name__)
+DEDUPE_VIEWS_TTL_S = 10.0  # how long `duckdb()` reuses which tables deduplicate before reading their properties again
+
+
 class Lakehouse(Tables):
     """A catalog plus a warehouse. Open one with `Lakehouse.open(home_or_config)`."""
 
@@ -41,6 +49,7 @@ class Lakehouse(Tables):
         super().__init__(config, catalog)
         self.on_commit(CdcRouter(self))  # cdc.* / collection.* events → their collections (docs/cdc.md)
         self.upkeep = Upkeep(self)  # streaming tables keep themselves bounded (docs/writer.md, "Table upkeep")
+        self._dedupe_cache: tuple[float, list[tuple[str, Any]]] | None = None  # for the `_dedup` views of duckdb()
         self.on_commit(self.upkeep)
 
     # -- opening ---------------------------------------------------------------------------
@@ -97,6 +106,7 @@ class Lakehouse(Tables):
             setting = Dedupe(column, parse_duration(window, "window"))
             with tbl.transaction() as tx:
                 tx.set_properties(setting.properties())
+        self._dedupe_cache = None  # the next duckdb() shows (or drops) the table's _dedup view
 
     def dedupe_setting(self, table: str) -> Dedupe | None:
         """The table's deduplication setting (None: off)."""
@@ -160,15 +170,50 @@ class Lakehouse(Tables):
         `type = "rest"` config attaches that catalog; a SQL catalog is served to DuckDB by an
         in-process REST catalog on 127.0.0.1 (one per process, started on first use; docs/catalogs.md).
         `live=False`: one `iceberg_scan` view per table with a snapshot, as of this call.
+        A table that deduplicates (`set_dedupe`) also gets a view without its repeats in `main`:
+        `events_dedup` for `events.raw`, `<namespace>_<table>_dedup` for others (docs/maintenance.md).
         """
         if not live:
-            views = {}
+            views, deduping = {}, []
             for name in self.tables():
                 tbl = self.catalog.load_table(name)
                 if tbl.metadata.current_snapshot_id is not None:
                     views[name] = tbl.metadata_location
-            return duck.connect(self.config, views, database)
-        return duck.connect_catalog(self.config, self.catalog_endpoint(), database)
+                    deduping.append((name, tbl))
+            scans = {name: f"iceberg_scan('{location}')" for name, location in views.items()}
+            return duck.connect(self.config, views, database, self._dedupe_views(deduping, scans))
+        alias = self.config.catalog_name
+        attached = {name: ".".join(duck.quote_ident(p) for p in (alias, *name.split(".", 1))) for name, _t in self._deduplicating()}
+        return duck.connect_catalog(
+            self.config, self.catalog_endpoint(), database, alias=alias, queries=self._dedupe_views(self._deduplicating(), attached)
+        )
+
+    def _deduplicating(self) -> list[tuple[str, Any]]:
+        """(name, table) of the tables with a snapshot that deduplicate, re-read at most every DEDUPE_VIEWS_TTL_S."""
+        now = time.monotonic()
+        cached = self._dedupe_cache
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = []
+        for name in self.tables():
+            tbl = self.find_table(name)
+            if tbl is not None and tbl.metadata.current_snapshot_id is not None and DEDUPE_PROPERTY in tbl.properties:
+                found.append((name, tbl))
+        self._dedupe_cache = (now + DEDUPE_VIEWS_TTL_S, found)
+        return found
+
+    def _dedupe_views(self, tables: list[tuple[str, Any]], sources: dict[str, str]) -> dict[str, str]:
+        """{view name: SELECT} for the `tables` that deduplicate; `sources[name]` is what each view selects from."""
+        out = {}
+        for name, tbl in tables:
+            try:
+                select = maintenance_dedupe.view_sql(tbl, sources[name])
+            except IcebergdoError as e:  # a bad dedupe property: no view, the plain one still works
+                log.warning("no de-duplicated view of %s: %s", name, e)
+                continue
+            if select is not None:
+                out[maintenance_dedupe.view_name(name)] = select
+        return out
 
     def catalog_endpoint(self) -> duck.CatalogEndpoint:
         """The REST catalog other engines can attach for this lakehouse (an in-process one for a SQL catalog)."""

@@ -18,6 +18,7 @@ off it. This module owns three things:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,20 +276,24 @@ class Tables:
         setting = Dedupe.of(table.properties)  # `icebergdo.dedupe`: repeats within the batch go first
         if setting is not None:
             batch = drop_duplicates(batch, setting)
-        outcome = commit.append_idempotent(
-            lambda: self.table(name),
-            batch,
-            table=table,
-            snapshot_properties=snapshot_properties,
-            batch_id=batch_id,
-            writer_id=writer_id,
-            writer_seq=writer_seq,
-            config=self.config,
-            what=name,
-            lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
-            current_location=(lambda: self._current_location(name)) if hasattr(self.catalog, "metadata_location_of") else None,
-            sort_by=sort_by,
-        )
+        # Shared by every append from its first data file to its commit: orphan removal below its
+        # safety window waits for a moment with no upload in flight (commit.uploads_lock).
+        in_flight = commit.uploads_lock(self.catalog, name) if commit.lock_enabled(table) else contextlib.nullcontext
+        with in_flight():
+            outcome = commit.append_idempotent(
+                lambda: self.table(name),
+                batch,
+                table=table,
+                snapshot_properties=snapshot_properties,
+                batch_id=batch_id,
+                writer_id=writer_id,
+                writer_seq=writer_seq,
+                config=self.config,
+                what=name,
+                lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
+                current_location=(lambda: self._current_location(name)) if hasattr(self.catalog, "metadata_location_of") else None,
+                sort_by=sort_by,
+            )
         self._committed[name] = outcome.table
         snap = outcome.snapshot
         added = snap.summary.get("added-data-files") if snap and snap.summary else None

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.expressions import (
     AlwaysTrue,
     And,
@@ -72,6 +72,7 @@ from icebergdo.schema import parse_ts
 from icebergdo.tables import STREAMING_TABLE_PROPERTIES, Tables
 
 log = logging.getLogger(__name__)
+LOG_ATTEMPTS = 5  # log appends re-started after their base snapshot was expired under them
 
 
 class Collection(FoldEngine):
@@ -274,10 +275,19 @@ class Collection(FoldEngine):
         rows = [f for f in batch.schema if f.name not in LOG_META.names]
         self.log = evolve(self.log, rows)
         data = conform(batch.sort_by([("_ts", "ascending")]), arrow_schema(self.log.schema()))
-        try:
-            datafiles.append(self.log, data, {P_CHANGES: str(batch.num_rows)})  # our one write path: the ADR layout
-        except (ValueError, TypeError) as e:
-            raise BadInputError(f"{self.log_name}: batch does not fit the log schema: {e}") from None
+        for attempt in range(LOG_ATTEMPTS):
+            try:
+                datafiles.append(self.log, data, {P_CHANGES: str(batch.num_rows)})  # our one write path: the ADR layout
+                break
+            except (ValueError, TypeError) as e:
+                raise BadInputError(f"{self.log_name}: batch does not fit the log schema: {e}") from None
+            except (ValidationException, FileNotFoundError):
+                # The snapshot the append started from was expired meanwhile (a maintenance run with
+                # a short --older-than): pyiceberg's own retry refuses it, or its manifest list is
+                # already gone when the fast append reads it. Nothing was committed: start again.
+                if attempt == LOG_ATTEMPTS - 1:
+                    raise
+                self.log = self.log.refresh()
         snap = self.log.current_snapshot()
         assert snap is not None
         return snap.snapshot_id

@@ -114,11 +114,15 @@ class FoldEngine:
             if folded == head.snapshot_id:
                 return base
             t0 = time.perf_counter()
-            pending = self._pending(folded, head, hint)
-            read_log = time.perf_counter() - t0
             try:
+                pending = self._pending(folded, head, hint)
+                read_log = time.perf_counter() - t0
                 result = self._fold_once(pending, head.snapshot_id)
-            except (CommitFailedException, ValidationException) as e:
+            except (CommitFailedException, ValidationException, FileNotFoundError) as e:
+                # FileNotFoundError: a snapshot we loaded was expired (its manifest list deleted) by a
+                # concurrent maintenance run before we read it; nothing was committed, so start again.
+                if isinstance(e, FileNotFoundError) and attempt == FOLD_ATTEMPTS:
+                    raise
                 log.info("%s: fold conflicted with a concurrent commit (%s); recomputing", self.state_name, e)
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
@@ -173,7 +177,7 @@ class FoldEngine:
                         ow.append_data_file(df)
             t3 = time.perf_counter()
             _commit_state(tx)
-        except (CommitFailedException, ValidationException):
+        except (CommitFailedException, ValidationException, FileNotFoundError):
             for path in written:  # never committed: remove our files so no orphans are left behind
                 try:
                     state.io.delete(path)

@@ -58,7 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=["python", "spark"], default="python", help="python (default) or Spark's Iceberg procedures")
     p.add_argument("--older-than", metavar="DURATION", type=args.duration(), help="expire snapshots older than this (default: history.expire.max-snapshot-age-ms, 5d)")
     p.add_argument("--retain-last", type=args.count(minimum=1), metavar="N", help="always keep the newest N snapshots (default: history.expire.min-snapshots-to-keep, 1)")
-    p.add_argument("--orphan-age", metavar="DURATION", type=args.duration(), help="only delete orphans older than this (default 3d)")
+    p.add_argument("--orphan-age", metavar="DURATION", type=args.duration(), help="only delete orphans older than this (default 3d; below 1h needs --unsafe-orphan-age)")
+    p.add_argument("--unsafe-orphan-age", action="store_true",
+                   help="allow --orphan-age below 1h (only when every writer of the table is an icebergdo append; docs/maintenance.md)")
+    p.add_argument("--wait", metavar="DURATION", type=args.duration(), help="wait up to DURATION for a table's maintenance lock (default: skip it at once, exit code 5)")
     p.add_argument("--target-file-size", type=args.size(minimum=1), metavar="SIZE", help="compaction target, e.g. 64MiB (default: write.target-file-size-bytes)")
     p.add_argument("--min-input-files", type=args.count(minimum=2), metavar="N", help="compact a partition from N small files (default 5)")
     p.add_argument("--rollup-after", metavar="DURATION", type=args.duration(), help="merge partitions older than this into one file each (default: off)")
@@ -98,6 +101,8 @@ def _options(a: argparse.Namespace, ctx: Any) -> Any:
         target_file_size=getattr(a, "target_file_size", None),
         min_input_files=getattr(a, "min_input_files", None),
         rollup_after=getattr(a, "rollup_after", None),
+        unsafe_orphan_age=True if getattr(a, "unsafe_orphan_age", False) else None,
+        lock_wait=getattr(a, "wait", None),
     )
 
 

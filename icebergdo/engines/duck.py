@@ -16,6 +16,7 @@ Two ways to see the tables:
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,6 +26,8 @@ import duckdb
 from icebergdo.config import Config
 from icebergdo.errors import IcebergdoError, StorageError
 from icebergdo.redact import MASK, safe_message
+
+log = logging.getLogger(__name__)
 
 
 def extension_path(name: str) -> Path:
@@ -68,11 +71,14 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def connect(config: Config, views: dict[str, str] | None = None, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+def connect(
+    config: Config, views: dict[str, str] | None = None, database: str = ":memory:", queries: dict[str, str] | None = None
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with iceberg (and httpfs for S3) loaded and one view per table.
 
     `views` maps "namespace.table" to a metadata location; each becomes the view
-    `namespace.table`, and `events.raw` also becomes plain `events`.
+    `namespace.table`, and `events.raw` also becomes plain `events`. `queries` maps more view
+    names (in `main`) to SELECT statements, e.g. the de-duplicated `events_dedup`.
     """
     con = duckdb.connect(database, config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
     names = ["avro", "iceberg"] + (["httpfs"] if config.is_s3 or config.s3 else [])
@@ -87,7 +93,16 @@ def connect(config: Config, views: dict[str, str] | None = None, database: str =
         con.execute(f"CREATE OR REPLACE VIEW {quote_ident(ns)}.{quote_ident(table)} AS {scan}")
         if ident == "events.raw":
             con.execute(f"CREATE OR REPLACE VIEW main.events AS {scan}")
+    _create_views(con, queries)
     return con
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, queries: dict[str, str] | None) -> None:
+    for name, select in (queries or {}).items():
+        try:
+            con.execute(f"CREATE OR REPLACE VIEW main.{quote_ident(name)} AS {select}")
+        except duckdb.Error as e:  # a derived view must never cost the connection itself
+            log.warning("view %s not created: %s", name, e)
 
 
 @dataclass(frozen=True)
@@ -149,12 +164,13 @@ def attach_sql(endpoint: CatalogEndpoint, alias: str, *, show_secrets: bool = Tr
 
 
 def connect_catalog(
-    config: Config, endpoint: CatalogEndpoint, database: str = ":memory:", *, alias: str | None = None
+    config: Config, endpoint: CatalogEndpoint, database: str = ":memory:", *, alias: str | None = None, queries: dict[str, str] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the REST catalog attached as `alias` (default: the catalog name), live.
 
     Unqualified `namespace.table` names resolve in the attached catalog and `events` is `events.raw`
-    (search path: the catalog's `events` schema, then the connection's own `main`).
+    (search path: the catalog's `events` schema, then the connection's own `main`). `queries`: more
+    views in the connection's own `main` (name → SELECT over the attached tables).
     """
     alias = alias or config.catalog_name
     con = connect(config, None, database)
@@ -174,6 +190,7 @@ def connect_catalog(
     except duckdb.CatalogException:  # no events.raw yet: any namespace will do as the default schema
         found = con.execute("SELECT schema_name FROM duckdb_schemas() WHERE database_name = ? ORDER BY 1 LIMIT 1", [alias]).fetchone()
         schema = str(found[0]) if found else ""
+    _create_views(con, queries)
     if schema:
         con.execute(f"USE {cat}.{quote_ident(schema)}")
         con.execute(f"SET search_path = '{_q(alias)}.{_q(schema)},{_q(home)}.main'")

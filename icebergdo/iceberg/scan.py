@@ -17,6 +17,9 @@ def read_tasks(table: Table, tasks: Sequence[FileScanTask]) -> pa.Table:
     return scan.to_table(list(tasks))
 
 
-def read_files(table: Table, files: Sequence[DataFile]) -> pa.Table:
-    """Every row of the given data files (no delete files applied), in the given order."""
-    return read_tasks(table, [FileScanTask(f) for f in files])
+def read_files(table: Table, files: Sequence[DataFile], columns: Sequence[str] | None = None) -> pa.Table:
+    """Every row of the given data files (no delete files applied), in the given order; all columns or `columns`."""
+    if columns is None:
+        return read_tasks(table, [FileScanTask(f) for f in files])
+    schema = table.schema().select(*columns)
+    return ArrowScan(table.metadata, table.io, projected_schema=schema, row_filter=AlwaysTrue()).to_table([FileScanTask(f) for f in files])

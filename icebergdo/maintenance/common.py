@@ -17,6 +17,7 @@ MAX_SNAPSHOT_AGE_DEFAULT_MS = 5 * DAY_MS
 MIN_SNAPSHOTS_PROPERTY = "history.expire.min-snapshots-to-keep"
 MIN_SNAPSHOTS_DEFAULT = 1
 ORPHAN_AGE_DEFAULT_S = 3 * 86_400
+ORPHAN_AGE_FLOOR_S = 3_600.0  # shorter windows need an explicit `unsafe_orphan_age`
 MIN_INPUT_FILES_DEFAULT = 5
 SMALL_FILE_RATIO = 0.75
 

@@ -4,8 +4,8 @@
     → per table: plan (dry run, no lock)  or  lock → job by job: refresh the lease, run, report
 
 The engine only runs one job on one table (`Engine.run`) and returns a `StepReport`; step
-validation, the table check, the per-table lock (`lock.table_lock` with `lock_ttl`, a busy table is
-skipped, not waited for), the options (`MaintenanceOptions`, from `[maintenance]` unless given),
+validation, the table check, the per-table lock (`lock.table_lock` with `lock_ttl`; a busy table is
+skipped, or waited for up to `lock_wait`), the options (`MaintenanceOptions`, from `[maintenance]` unless given),
 the orphan-prefix inputs, the dry-run plan and the last-run record are the driver's, so a run
 with `engine="spark"` is checked, locked, planned and reported exactly like a python run. Plans
 are always the python planners (`steps.plan_step`): Iceberg's procedures cannot dry-run.
@@ -22,8 +22,9 @@ from typing import Any, Protocol
 from icebergdo.errors import BadInputError, ConfigError, LockBusyError
 from icebergdo.maintenance import steps
 from icebergdo.maintenance.common import StepReport, table_prefixes
-from icebergdo.maintenance.lock import Lease, table_lock
+from icebergdo.maintenance.lock import Lease, acquire, holder_of, table_lock
 from icebergdo.maintenance.options import MaintenanceOptions, check_engine, check_steps
+from icebergdo.maintenance.orphans import check_age
 from icebergdo.maintenance.retention import is_cdc_state, policies
 from icebergdo.maintenance.steps import TableContext
 from icebergdo.store import Store
@@ -95,6 +96,8 @@ def prepare(
     for n in retention:
         if n not in known:
             raise ConfigError(f"{lh.config.source}: [retention] names table {n!r}, which does not exist")
+    if "orphans" in chosen:  # refuse a window below the floor before any table is touched
+        check_age("maintain", opts.orphan_age, opts.unsafe_orphan_age)
     if "retention" in chosen:  # refuse a bad policy before any table is touched
         for n in names:
             if n in retention and is_cdc_state(lh.table(n), lh.config.warehouse):
@@ -145,7 +148,9 @@ def maintain(
 
     `engine` is "python" (icebergdo's jobs) or "spark" (Iceberg's procedures through Spark;
     `spark=` an existing SparkSession to use, else a local one). A table whose lock another
-    maintainer holds is skipped with a note, not waited for. With `dry_run`: the plan.
+    maintainer holds (after waiting `options.lock_wait`) is skipped: its report has the note
+    "skipped: locked by another maintainer (...)" and `details["skipped"] == "locked"`. With
+    `dry_run`: the plan.
     """
     check_engine(engine)
     progress = progress or _quiet
@@ -160,9 +165,10 @@ def maintain(
                 reports += _run_table(run, name, eng, None, progress)
                 continue
             tl = table_lock(lh, name, ttl=run.options.lock_ttl)  # a database row, or Iceberg tags on a REST catalog
-            if not tl.acquire():
-                reports.append(StepReport(name, "all", dry_run, notes=["skipped: another maintainer holds the lock"]))
-                progress(f"{name}: skipped, locked by another maintainer")
+            if not acquire(tl, run.options.lock_wait):
+                note = f"skipped: locked by another maintainer ({holder_of(lh, name) or 'unknown'})"
+                reports.append(StepReport(name, "all", dry_run, notes=[note], details={"skipped": "locked"}))
+                progress(f"{name}: {note}")
                 continue
             done: list[StepReport] = []
             try:

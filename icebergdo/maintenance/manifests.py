@@ -15,7 +15,7 @@ from pyiceberg.table import Table, TableProperties
 from pyiceberg.table.snapshots import Operation
 from pyiceberg.utils.properties import property_as_int
 
-from icebergdo.iceberg.producers import RewriteManifests
+from icebergdo.iceberg.producers import MetadataCachingTransaction, RewriteManifests
 from icebergdo.maintenance.common import StepReport, table_name
 
 MIN_MANIFESTS_DEFAULT = 2
@@ -50,7 +50,7 @@ def rewrite_manifests(
         report.seconds = time.monotonic() - started
         return report
     progress(f"{name}: merging {len(data)} manifests")
-    tx = table.transaction()
+    tx = MetadataCachingTransaction(table)
     producer = RewriteManifests(
         operation=Operation.REPLACE, transaction=tx, io=table.io, snapshot_properties={"icebergdo.maintenance": "rewrite-manifests"}
     )

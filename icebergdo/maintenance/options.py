@@ -50,15 +50,18 @@ class MaintenanceOptions:
     min_input_files: int = MIN_INPUT_FILES_DEFAULT
     rollup_after: float | None = None  # partitions older than this are merged whole
     lock_ttl: float = DEFAULT_TTL_S
+    unsafe_orphan_age: bool = False  # allow orphan_age below the 1 h floor (see orphans.py)
+    lock_wait: float = 0.0  # seconds to wait for a table's maintenance lock before skipping it
 
     @classmethod
     def from_config(cls, section: dict[str, Any], source: str = "config") -> MaintenanceOptions:
-        """`[maintenance]`: older_than, retain_last, orphan_age, target_file_size, min_input_files, rollup_after, lock_ttl.
+        """`[maintenance]`: older_than, retain_last, orphan_age, unsafe_orphan_age, target_file_size, min_input_files,
+        rollup_after, lock_ttl, lock_wait.
 
         The old Spark-only keys `snapshot_max_age_hours` and `orphan_min_age_hours` are read too
         (as `older_than`/`orphan_age`).
         """
-        known = {"older_than", "retain_last", "orphan_age", "target_file_size", "min_input_files", "rollup_after", "lock_ttl"}
+        known = {"older_than", "retain_last", "orphan_age", "unsafe_orphan_age", "target_file_size", "min_input_files", "rollup_after", "lock_ttl", "lock_wait"}
         aliases = {"snapshot_max_age_hours": "older_than", "orphan_min_age_hours": "orphan_age"}
         unknown = set(section) - known - set(aliases)
         if unknown:
@@ -67,7 +70,13 @@ class MaintenanceOptions:
         for alias, key in aliases.items():
             if alias in section and key not in section:
                 kw[key] = parse_duration(f"{section[alias]}h", where=f"{source}: [maintenance] {alias}")
-        for key in ("older_than", "orphan_age", "rollup_after", "lock_ttl"):
+        if "unsafe_orphan_age" in section:  # TOML booleans, or text from ${ENV} interpolation
+            value = section["unsafe_orphan_age"]
+            text = str(value).strip().lower()
+            if not isinstance(value, bool) and text not in ("true", "false"):
+                raise ConfigError(f"{source}: [maintenance] unsafe_orphan_age: expected true or false, got {value!r}")
+            kw["unsafe_orphan_age"] = value if isinstance(value, bool) else text == "true"
+        for key in ("older_than", "orphan_age", "rollup_after", "lock_ttl", "lock_wait"):
             if key in section:
                 kw[key] = parse_duration(section[key], where=f"{source}: [maintenance] {key}")
         if "target_file_size" in section:

@@ -94,6 +94,7 @@ def orphans(ctx: TableContext, *, dry_run: bool) -> StepReport:
             warehouse=ctx.warehouse,
             other_prefixes=ctx.other_prefixes,
             older_than_s=ctx.options.orphan_age,
+            unsafe_age=ctx.options.unsafe_orphan_age,
             dry_run=dry_run,
             progress=ctx.progress,
         )

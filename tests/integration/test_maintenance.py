@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,16 +21,17 @@ from pyiceberg.table.snapshots import Operation
 
 from icebergdo import Lakehouse, layout
 from icebergdo.cli import main as cli_main
-from icebergdo.errors import BadInputError, IcebergdoError
+from icebergdo.errors import BadInputError, IcebergdoError, LockBusyError, UnsafeOperationError
 from icebergdo.maintenance import MaintenanceOptions, health, maintain, plan
 from icebergdo.maintenance.common import table_prefixes
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.expire import expire
-from icebergdo.maintenance.lock import table_lock
+from icebergdo.maintenance.lock import TableLock, table_lock
 from icebergdo.maintenance.manifests import rewrite_manifests
 from icebergdo.maintenance.orphans import UnsafePrefixError, remove_orphans
 from icebergdo.maintenance.reachable import reachable
 from icebergdo.store import Store, normalise
+from tests.integration import procs
 
 pytestmark = pytest.mark.rest_backend  # also on the `rest` backend (tests/conftest.py)
 
@@ -280,11 +283,29 @@ def test_orphans_refuse_a_prefix_that_is_not_the_tables(lh: Lakehouse) -> None:
     with table.transaction() as tx:
         tx.set_properties({"write.data.path": lh.config.warehouse})
     with pytest.raises(UnsafePrefixError, match="warehouse"):
-        remove_orphans(lh.table("events.raw"), store=Store(lh.config), warehouse=lh.config.warehouse, other_prefixes=[], older_than_s=0)
+        remove_orphans(lh.table("events.raw"), store=Store(lh.config), warehouse=lh.config.warehouse, other_prefixes=[], older_than_s=0, unsafe_age=True)
     before = listing(lh)
-    (r,) = maintain(lh, ["events.raw"], ["orphans"], options=MaintenanceOptions(orphan_age=0), progress=None)
+    (r,) = maintain(lh, ["events.raw"], ["orphans"], options=MaintenanceOptions(orphan_age=0, unsafe_orphan_age=True), progress=None)
     assert r.notes and r.notes[0].startswith("refused:") and r.files_in == 0
     assert listing(lh) == before  # nothing deleted
+
+
+@pytest.mark.sql_catalog_only  # runs the CLI on a config file (tests/integration/procs.py writes SQL ones)
+def test_orphan_age_below_the_floor_is_refused_without_the_override(lh: Lakehouse, config, tmp_path) -> None:
+    lh.append_events(events(0))
+    leftovers = _failed_commit_leftovers(lh)
+    before = listing(lh)
+    with pytest.raises(UnsafeOperationError, match="unsafe-orphan-age"):
+        maintain(lh, ["events.raw"], ["orphans"], options=MaintenanceOptions(orphan_age=59 * 60), progress=None)
+    with pytest.raises(UnsafeOperationError, match="floor"):
+        remove_orphans(lh.table("events.raw"), store=Store(lh.config), warehouse=lh.config.warehouse, other_prefixes=[], older_than_s=0)
+    cfg = procs.write_config(config, tmp_path / "lake.toml")
+    run = subprocess.run([*procs.ICEBERGDO, "--config", str(cfg), "maintain", "--orphans", "--orphan-age", "0s"],
+                         capture_output=True, env=procs.env(), timeout=300)
+    assert run.returncode == UnsafeOperationError.exit_code == 6 and b"--unsafe-orphan-age" in run.stderr
+    assert listing(lh) == before  # refused before anything was listed or deleted
+    (r,) = maintain(lh, ["events.raw"], ["orphans"], options=MaintenanceOptions(orphan_age=3600), progress=None)  # the floor itself is fine
+    assert r.files_in == 0 and r.details["too_recent"] == len(leftovers)
 
 
 def test_manifest_rewrite_merges_and_keeps_rows(lh: Lakehouse) -> None:
@@ -310,12 +331,87 @@ def test_lock_is_exclusive_and_expires(lh: Lakehouse) -> None:
     taken = time.monotonic()
     assert a.acquire() and not b.acquire()
     skipped = maintain(lh, ["events.raw"], ["compact"], progress=None)
-    assert skipped[0].notes == ["skipped: another maintainer holds the lock"]
-    time.sleep(max(0.0, taken + 3.2 - time.monotonic()))  # a's holder "died": its lease expires
+    assert skipped[0].details["skipped"] == "locked" and skipped[0].notes[0].startswith("skipped: locked by another maintainer")
+    if isinstance(a, TableLock):
+        a._stop_heartbeat()  # a's holder "hangs": no more renewals, so its lease expires
+    time.sleep(max(0.0, taken + 3.2 - time.monotonic()))
     assert b.acquire()
     b.release(summary={"ok": True})
     assert a.acquire()  # free again
     a.release()
+
+
+LOCK_HOLDER = r"""
+import sys, time
+from icebergdo import Config, Lakehouse
+from icebergdo.maintenance.lock import TableLock
+cfg, table, hold_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+lh = Lakehouse.open(Config.from_file(cfg))
+lock = TableLock(lh.catalog_engine, lh.config.catalog_name, table, ttl=600)
+assert lock.acquire()
+print("held", flush=True)
+time.sleep(hold_s)
+lock.release()
+print("released", flush=True)
+time.sleep(60)
+"""
+
+
+def _hold_lock(cfg, hold_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(cfg), "events.raw", str(hold_s)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=procs.env())
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"held", proc.stderr.read() if proc.stderr else b""
+    return proc
+
+
+@pytest.mark.sql_catalog_only  # the holder is found by its row in the catalog database
+def test_killed_maintainer_is_taken_over_at_once_and_cli_says_skipped(lh: Lakehouse, config, tmp_path) -> None:
+    """Issue 14.8: a dead holder on this host does not block for the TTL; a skipped run exits 5; --wait waits."""
+    for i in range(5):
+        lh.append_events(events(i))
+    cfg = procs.write_config(config, tmp_path / "lake.toml")
+    holder = _hold_lock(cfg, hold_s=600)
+    try:
+        mine = TableLock(lh.catalog_engine, lh.config.catalog_name, "events.raw", ttl=600)
+        assert not mine.acquire()  # a live holder (10-minute lease) keeps it
+        run = subprocess.run([*procs.ICEBERGDO, "--config", str(cfg), "maintain", "--compact"], capture_output=True, env=procs.env(), timeout=300)
+        assert run.returncode == LockBusyError.exit_code == 5, run.stderr.decode()[-2000:]
+        assert b"skipped" in run.stderr and b"events.raw" in run.stderr
+        assert len(list(lh.table("events.raw").scan().plan_files())) == 5  # nothing was compacted
+    finally:
+        procs.kill(holder)  # SIGKILL: no release, its lease would last 10 minutes
+    started = time.monotonic()
+    assert mine.acquire() and mine.took_over is not None and f":{holder.pid}:" in mine.took_over
+    assert time.monotonic() - started < 5
+    mine.release()
+
+    holder = _hold_lock(cfg, hold_s=2)  # a live holder that finishes in 2 s
+    try:
+        run = subprocess.run([*procs.ICEBERGDO, "--config", str(cfg), "maintain", "--compact", "--wait", "2m"],
+                             capture_output=True, env=procs.env(), timeout=300)
+        assert run.returncode == 0, run.stderr.decode()[-2000:]
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"released"  # it did hold it meanwhile
+    finally:
+        procs.kill(holder)
+    files = list(lh.table("events.raw").scan().plan_files())
+    assert len(files) == 1 and "/_compact-" in files[0].file.file_path  # the waiting run did the work
+
+
+@pytest.mark.sql_catalog_only
+def test_lease_heartbeat_outlives_the_ttl_and_notices_a_takeover(lh: Lakehouse) -> None:
+    engine = lh.catalog_engine
+    a = TableLock(engine, lh.config.catalog_name, "events.raw", ttl=1.0)
+    b = TableLock(engine, lh.config.catalog_name, "events.raw", ttl=1.0, heartbeat=False)
+    assert a.acquire()
+    time.sleep(2.5)  # a "job" longer than the TTL: the heartbeat keeps renewing
+    assert not b.acquire()
+    a.refresh()  # still ours
+    a._stop_heartbeat()  # a hangs; its lease runs out and b takes the table
+    time.sleep(1.2)
+    assert b.acquire()
+    with pytest.raises(LockBusyError, match="lost"):
+        a.refresh()
+    b.release()
 
 
 def test_cli_plan_dry_run_and_health(lh: Lakehouse, config, capsys, tmp_path) -> None:
@@ -348,7 +444,7 @@ def test_cli_plan_dry_run_and_health(lh: Lakehouse, config, capsys, tmp_path) ->
 def test_plan_reports_every_step(lh: Lakehouse) -> None:
     for i in range(6):
         lh.append_events(events(i))
-    reports = plan(lh, options=MaintenanceOptions(older_than=0, orphan_age=0), progress=None)
+    reports = plan(lh, options=MaintenanceOptions(older_than=0, orphan_age=0, unsafe_orphan_age=True), progress=None)
     assert [r.step for r in reports] == ["compact", "manifests", "expire", "orphans"]
     assert all(r.dry_run for r in reports)
     assert health(lh)[0]["small_files"] == 6
@@ -394,3 +490,112 @@ def test_retention_on_cdc_log_keeps_current_state(lh: Lakehouse, config) -> None
     cfg = dataclasses.replace(config, sections={"retention": {"shop.orders": "5d"}})
     with pytest.raises(BadInputError, match="CDC current-state"):
         maintain(Lakehouse.open(cfg), None, ["retention"], progress=None)
+
+
+def _enable_dedupe(lh: Lakehouse, window: str = "24h") -> None:
+    lh.set_dedupe("events.raw", "id", window=window)
+
+
+def _ev(eid: str, ts: datetime, ingested: datetime, note: str) -> dict:
+    return {"id": eid, "ts": ts, "type": "webhook", "ingested_at": ingested, "payload": {"note": note}}
+
+
+DEDUP = "SELECT id, ts, ingested_at, payload FROM events_dedup ORDER BY id, ts, ingested_at"
+EVERYTHING = "SELECT id, ts, ingested_at, payload FROM events ORDER BY id, ts, ingested_at"
+
+
+def test_dedupe_view_hides_and_compaction_removes_later_copies(lh: Lakehouse) -> None:
+    """Issue 11.6: first arrival kept; copies within the window removed at compaction; the view shows it before."""
+    lh.events_table()
+    _enable_dedupe(lh)
+    h0, h1 = T0 + timedelta(minutes=10), T0 + timedelta(hours=1, minutes=10)
+    arrive = datetime(2026, 1, 2, tzinfo=UTC)
+    batches = [
+        [_ev("a", h0, arrive, "a first"), _ev("b", h0, arrive, "b first"), _ev("c", h0, arrive, "c first"), _ev("d", h0, arrive, "d in hour 0")],
+        [_ev("a", h0, arrive + timedelta(hours=1), "a again after 1h"), _ev("d", h1, arrive + timedelta(hours=1), "d in hour 1: another event")],
+        [_ev("b", h0, arrive + timedelta(hours=30), "b again after 30h: beyond the window")],
+        [_ev("c", h0, arrive + timedelta(hours=2), "c again after 2h")],
+        [_ev("c", h0 + timedelta(seconds=1), arrive + timedelta(hours=3), "c third, 3h after the first")],
+        [_ev("e", h0, arrive, "e")],
+    ]
+    for b in batches:
+        lh.append_events(b)
+    everything = lh.query(EVERYTHING)
+    assert everything.num_rows == 10
+    expected = sorted([
+        ("a", "a first"), ("b", "b first"), ("b", "b again after 30h: beyond the window"), ("c", "c first"),
+        ("d", "d in hour 0"), ("d", "d in hour 1: another event"), ("e", "e"),
+    ])
+    view = lh.query(DEDUP)
+    assert sorted((r["id"], json.loads(r["payload"])["note"]) for r in view.to_pylist()) == expected
+    assert lh.query(EVERYTHING).equals(everything)  # the view changed nothing
+
+    assert lh.duckdb(live=False).execute(DEDUP).to_arrow_table().equals(view)  # the as-of-now views agree
+
+    report = compact(lh.table("events.raw"), store=Store(lh.config))
+
+    assert report.details["duplicates_removed"] == 3 and report.files_in == 6  # hour 0's six files
+    snap = lh.table("events.raw").current_snapshot()
+    assert snap.summary.operation == Operation.OVERWRITE and snap.summary["icebergdo.dedupe.removed"] == "3"
+    assert int(snap.summary["deleted-records"]) - int(snap.summary["added-records"]) == 3
+    after = lh.query(EVERYTHING)
+    assert after.equals(lh.query(DEDUP.replace("events_dedup", "events")))
+    assert lh.query(DEDUP).equals(view)  # the view gives the same rows before and after compaction
+    assert sorted((r["id"], json.loads(r["payload"])["note"]) for r in after.to_pylist()) == expected
+    assert lh.table("events.raw").scan().to_arrow().num_rows == 7  # pyiceberg agrees
+
+
+def test_dedupe_rewrites_a_big_file_that_holds_the_later_copy(lh: Lakehouse) -> None:
+    lh.events_table()
+    _enable_dedupe(lh, window="7d")
+    h0 = T0 + timedelta(minutes=5)
+    late = datetime(2026, 1, 5, tzinfo=UTC)
+    early = datetime(2026, 1, 3, tzinfo=UTC)
+    for i in range(5):
+        lh.append_events([_ev(f"x{i}-{j}", h0 + timedelta(seconds=j), late, "big") for j in range(200)])
+    compact(lh.table("events.raw"), store=Store(lh.config))
+    (big,) = [t.file for t in lh.table("events.raw").scan().plan_files()]
+    # A replayed batch commits later but arrived earlier: its copy of x0-7 is the first arrival.
+    lh.append_events([_ev("x0-7", h0 + timedelta(seconds=7), early, "replayed, arrived first")])
+    for i in range(4):
+        lh.append_events([_ev(f"y{i}", h0, late, "small")])
+    view = lh.query(DEDUP)
+    assert [json.loads(r["payload"])["note"] for r in view.to_pylist() if r["id"] == "x0-7"] == ["replayed, arrived first"]
+
+    report = compact(lh.table("events.raw"), store=Store(lh.config), target_size=big.file_size_in_bytes)  # the big file is not small
+
+    assert report.details["duplicates_removed"] == 1
+    assert report.files_in == 6  # the 5 small files, and the big one, rewritten for one row
+    live = {t.file.file_path for t in lh.table("events.raw").scan().plan_files()}
+    assert big.file_path not in live
+    after = lh.query(EVERYTHING)
+    assert after.num_rows == 1000 + 4 and lh.query(DEDUP).equals(view)
+    assert [json.loads(r["payload"])["note"] for r in after.to_pylist() if r["id"] == "x0-7"] == ["replayed, arrived first"]
+
+
+def test_dedupe_group_is_dropped_when_a_file_that_decided_it_changes_concurrently(lh: Lakehouse, config) -> None:
+    lh.events_table()
+    _enable_dedupe(lh)
+    h0 = T0 + timedelta(minutes=5)
+    first = datetime(2026, 1, 3, tzinfo=UTC)
+    for i in range(5):
+        lh.append_events([_ev(f"k{i}-{j}", h0 + timedelta(seconds=j), first, "first") for j in range(100)])
+    compact(lh.table("events.raw"), store=Store(lh.config))
+    (big,) = [t.file for t in lh.table("events.raw").scan().plan_files()]
+    for i in range(5):  # later copies of k0-1 .. k0-5, one per small file
+        lh.append_events([_ev(f"k0-{i + 1}", h0 + timedelta(seconds=i + 1), first + timedelta(hours=1), "copy")])
+    other = Lakehouse.open(config)
+
+    fired: list[bool] = []
+
+    def progress(msg: str) -> None:  # outputs written, not committed: another writer rewrites the big file
+        if "compact group" in msg and not fired:
+            other.table("events.raw").delete("id = 'k4-99'")
+            fired.append(True)
+
+    report = compact(lh.table("events.raw"), store=Store(lh.config), target_size=big.file_size_in_bytes, progress=progress)
+
+    assert fired and report.details["aborted_groups"] >= 1 and report.details["duplicates_removed"] == 0
+    rows = lh.query("SELECT id, payload FROM events WHERE id LIKE 'k0-%'").to_pylist()
+    assert sum(1 for r in rows if json.loads(r["payload"])["note"] == "copy") == 5  # nothing dropped on a stale decision
+    assert lh.query("SELECT count(*) AS n FROM events_dedup").column("n")[0].as_py() == 499

@@ -6,16 +6,25 @@ DuckDB, the CDC log holds every change once, and the CDC state equals the last w
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import signal
+import subprocess
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from icebergdo import Lakehouse
 from icebergdo.config import Config
+from icebergdo.maintenance.common import table_prefixes
 from icebergdo.maintenance.compact import compact
 from icebergdo.maintenance.manifests import rewrite_manifests
-from icebergdo.store import Store
+from icebergdo.maintenance.reachable import reachable
+from icebergdo.store import Store, normalise
+from tests.integration import procs
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 APPENDS = 14
@@ -97,3 +106,77 @@ def test_compaction_concurrent_with_appends_and_cdc(lh: Lakehouse, config: Confi
     state = con.execute('SELECT id, v FROM shop.orders ORDER BY id').fetchall()
     assert state == [(f"k{k}", APPLIES) for k in range(KEYS)]
     assert coll.read().num_rows == KEYS
+
+
+def missing_references(lh: Lakehouse, name: str) -> list[str]:
+    """Files the table's current metadata references (every snapshot, the metadata log) that are gone."""
+    table = lh.table(name)
+    refs = reachable(table.metadata, table.io, metadata_location=table.metadata_location).all()
+    present = {f.path for f in Store(lh.config).list(table.metadata.location)} | {
+        f.path for p in table_prefixes(table).all() for f in Store(lh.config).list(p)
+    }
+    return sorted(r for r in refs if r not in present)
+
+
+ORPHAN_RACE_SECONDS = 24
+
+
+@pytest.mark.slow
+def test_orphans_at_age_zero_never_break_concurrent_writers(lh: Lakehouse, config: Config, tmp_path: Path) -> None:
+    """Issue 14.1: three durable writers commit in a loop while `maintain --orphans --orphan-age 0s
+    --unsafe-orphan-age` runs round after round; the table stays readable and nothing acknowledged is lost."""
+    cfg = procs.write_config(config, tmp_path / "lake.toml")
+    lh.append_events([{"id": "seed", "ts": T0, "type": "webhook"}])  # events.raw exists before the children race to create it
+    stop = tmp_path / "stop"
+    strays: list[tuple[float, str]] = []
+    writers = [
+        procs.start_writer(cfg, tmp_path / f"wal{k}", tmp_path / f"acks{k}", stop, f"w{k}", upkeep=False) for k in range(3)
+    ]
+    maint = None
+    try:
+        for k, w in enumerate(writers):
+            procs.wait_for(tmp_path / f"acks{k}.started", w)
+        maint = procs.icebergdo(cfg, "maintain", "--orphans", "--orphan-age", "0s", "--unsafe-orphan-age", "--every", "100ms", "--wait", "30s",
+                                "--format", "jsonl", "--quiet")
+        # Meanwhile, leftovers of "failed commits" appear: real orphans the rounds must delete.
+        manifests = table_prefixes(lh.table("events.raw")).manifests
+        io = lh.table("events.raw").io
+        deadline = time.monotonic() + ORPHAN_RACE_SECONDS
+        while time.monotonic() < deadline:
+            stray = f"{manifests}/{uuid.uuid4()}-m0.avro"
+            with io.new_output(stray).create(overwrite=True) as out:
+                out.write(b"a manifest whose commit failed")
+            strays.append((time.monotonic(), normalise(stray)))
+            time.sleep(0.5)
+        maint.send_signal(signal.SIGINT)  # between or inside a round: both must be safe
+        out, err = maint.communicate(timeout=60)
+        stop.touch()
+        outcomes = [w.communicate(timeout=120) for w in writers]
+    finally:
+        for p in [*writers, *([maint] if maint else [])]:
+            procs.kill(p)
+    rounds_out = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    orphan_rounds = [r for r in rounds_out if r["step"] == "orphans"]
+    deleted = sum(r["files_in"] for r in orphan_rounds)
+    rounds = len(orphan_rounds)
+    stderr = err.decode()
+    for k, (out, werr) in enumerate(outcomes):
+        assert writers[k].returncode == 0 and b"closed" in out, f"writer {k} failed: {werr.decode()[-3000:]}"
+    print(f"orphan race: {rounds} rounds at age 0 deleted {deleted} file(s) while 3 writers committed")
+    assert rounds >= 5, f"too few orphan rounds ran ({rounds}): {stderr[-2000:]}"
+    assert deleted > 0, "the orphan rounds deleted nothing: the race was not exercised"
+    # One more round, now that nothing writes, finds every leftover the race left.
+    final = subprocess.run([*procs.ICEBERGDO, "--config", str(cfg), "maintain", "--orphans", "--orphan-age", "0s", "--unsafe-orphan-age",
+                            "--wait", "2m", "--format", "jsonl", "--quiet"], capture_output=True, env=procs.env(), timeout=300)
+    assert final.returncode == 0, final.stderr.decode()[-3000:]
+    on_disk = {f.path for f in Store(lh.config).list(manifests)}
+    assert strays and not {p for _t, p in strays} & on_disk, "orphans survived the rounds"
+
+    assert missing_references(lh, "events.raw") == []
+    acked = procs.acked([tmp_path / f"acks{k}" for k in range(3)])
+    assert len(acked) > 300
+    total, distinct = lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone()
+    ids = set(lh.query("SELECT id FROM events").column("id").to_pylist())
+    assert total == distinct
+    assert not acked - ids, f"{len(acked - ids)} acknowledged events lost"
+    assert lh.table("events.raw").scan().to_arrow().num_rows == total  # pyiceberg reads every file too

@@ -542,6 +542,9 @@ def test_sigterm_commits_everything_from_two_servers(config: Config, tmp_path: P
         ws_thread = threading.Thread(target=lambda: asyncio.run(_ws_until_closed(a, acked, ws_result)))
         ws_thread.start()
         assert acked.wait(30), ws_result
+        deadline = time.monotonic() + 30  # in-process maintenance runs on its 2 s schedule while serving
+        while "maintenance round" not in a.log_text() + b.log_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
         started = time.monotonic()
         assert a.stop() == 0 and b.stop() == 0
         assert time.monotonic() - started < 60

@@ -206,7 +206,7 @@ def test_spark_maintain_all_steps(lh: Lakehouse) -> None:
     hint = table.metadata_location.rsplit("/", 1)[0] + "/version-hint.text"
     assert table.io.new_input(hint).exists()
     files_before = len(table.inspect.files())
-    opts = MaintenanceOptions(older_than=0, retain_last=1, orphan_age=0, min_input_files=1)
+    opts = MaintenanceOptions(older_than=0, retain_last=1, orphan_age=0, unsafe_orphan_age=True, min_input_files=1)
 
     # The dry run is the python planners' (Iceberg's procedures cannot dry-run): nothing changes.
     dry = maintain(lh, None, ["orphans", "expire"], dry_run=True, engine="spark", options=opts, progress=None)

@@ -124,7 +124,7 @@ def test_cli_options_reach_the_procedures(lh: Lakehouse, tmp_path: Path, capsys:
     assert r["files_in"] == (0 if old is None else 1)
     if old is not None:
         assert not _exists(lh, old) and r["details"]["paths"][0].endswith(old.rsplit("/", 1)[1])
-    (r,) = _cli(cfg, capsys, "--orphans", "--orphan-age", "0s")
+    (r,) = _cli(cfg, capsys, "--orphans", "--orphan-age", "0s", "--unsafe-orphan-age")
     assert r["files_in"] == 1 and not _exists(lh, fresh)
     assert _count(lh) == rows and len(_files(lh)) == 2
 
@@ -164,7 +164,7 @@ def test_orphan_prefix_safety_for_the_spark_engine(lh: Lakehouse) -> None:
     stray = f"{lh.config.warehouse}/stray-{ULID()}.parquet"
     _write(lh, stray)
     listing = {f.path for f in store.list(lh.config.warehouse)}
-    opts = MaintenanceOptions(orphan_age=0)
+    opts = MaintenanceOptions(orphan_age=0, unsafe_orphan_age=True)
 
     # events.raw's data prefix holds misc.nested's: that prefix is not listed at all, the rest is.
     (r,) = maintain(lh, ["events.raw"], ["orphans"], engine="spark", options=opts, progress=None)
