@@ -288,14 +288,14 @@ def pause_commits(table: str, max_s: float) -> contextlib.AbstractContextManager
     return _pauses.pause(table, max_s)
 
 
-def _write(table: Table, batch: pa.Table, what: str) -> datafiles.PreparedAppend:
+def _write(table: Table, batch: pa.Table, what: str, sort_by: str | None = None) -> datafiles.PreparedAppend:
     """Write the batch's data files; a batch that does not fit the table is `BadInputError` (never retried).
 
     Only this step's ValueError/TypeError mean bad input: the same exceptions from deeper in a
     commit are failures of ours or pyiceberg's, and must not set a batch aside as unfit.
     """
     try:
-        return datafiles.write_append(table, batch)
+        return datafiles.write_append(table, batch, sort_by)
     except (ValueError, TypeError) as e:
         raise BadInputError(f"{what}: batch does not fit the table schema: {describe(e)}") from None
 
@@ -314,13 +314,15 @@ def append_idempotent(
     what: str = "append",
     lock: Callable[[], contextlib.AbstractContextManager[bool]] | None = None,
     current_location: Callable[[], str | None] | None = None,
+    sort_by: str | None = None,
 ) -> CommitOutcome:
     """Append `batch` in one snapshot tagged with its batch id, at most once, retrying transient failures.
 
     `load_table` returns a freshly loaded table (called before each retry, and first unless `table`
     is given). The data files are written first, outside `lock` (see `commit_lock`); the lock is
     held only for the metadata commit, after which `current_location` (the catalog's current
-    metadata location, one query) tells whether the table must be reloaded first.
+    metadata location, one query) tells whether the table must be reloaded first. Each data file's
+    rows are written in `sort_by` order (`datafiles.write_append`); `batch` itself is not reordered.
 
     With `writer_id` (a ULID) and `writer_seq`, the commit also advances the writer's ledger
     entry and is refused when the ledger already covers `writer_seq` (see `icebergdo.ledger`).
@@ -378,7 +380,7 @@ def append_idempotent(
             if prepared is None or not datafiles.still_valid(table.metadata, prepared):
                 if prepared is not None:
                     datafiles.delete_files(table.io, prepared.files)
-                prepared = _write(table, batch, what)  # the uploads: outside the lock
+                prepared = _write(table, batch, what, sort_by)  # the uploads: outside the lock
             _count("upload_s", time.monotonic() - t0)
             _pauses.wait(what)  # an upkeep round of this process is committing: let it finish (bounded)
             t1 = time.monotonic()

@@ -36,7 +36,7 @@ from icebergdo import commit, layout, ledger
 from icebergdo.config import Config
 from icebergdo.dedupe import Dedupe, drop_duplicates
 from icebergdo.errors import BadInputError, ConfigError, NoSuchTableError
-from icebergdo.iceberg import datafiles, properties
+from icebergdo.iceberg import properties
 from icebergdo.iceberg.catalog import open_catalog
 from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA, EVENT_SORT_ORDER, check_new_columns
 
@@ -271,7 +271,7 @@ class Tables:
         writer_seq: int | None = None,
         upkeep: bool = True,
     ) -> AppendResult:
-        """One commit of an Arrow batch to any table (sorted by `sort_by` first), then the post-commit hooks.
+        """One commit of an Arrow batch to any table (each data file sorted by `sort_by`), then the post-commit hooks.
 
         Idempotent: transient failures are retried with jitter and a batch is never committed twice
         (see `icebergdo.commit`). A durable writer passes its `writer_id` (ULID) and the batch's
@@ -280,7 +280,8 @@ class Tables:
         `batch_id` (or `icebergdo.batch-id` snapshot property) already in the retained snapshot
         history is not committed again. Storage/catalog failures raise `StorageError`; a batch that
         does not fit the table's schema raises `BadInputError`. `upkeep=False` keeps the post-commit
-        upkeep (`icebergdo.upkeep`) from running for this commit.
+        upkeep (`icebergdo.upkeep`) from running for this commit. The batch is sorted as it is
+        written, file by file, not as a whole: the hooks see it in the caller's order.
         """
         table = commit.call_with_retry(lambda: self._table_for_append(name), what=f"{name}: loading the table", config=self.config)
         if writer_seq is not None and not (writer_id and ledger.is_writer_id(writer_id)):
@@ -292,8 +293,6 @@ class Tables:
         setting = Dedupe.of(table.properties)  # `icebergdo.dedupe`: repeats within the batch go first
         if setting is not None:
             batch = drop_duplicates(batch, setting)
-        if sort_by:
-            batch = datafiles.sort_by(batch, sort_by)
         # Shared by every append from its first data file to its commit: orphan removal below its
         # safety window waits for a moment with no upload in flight (commit.uploads_lock).
         in_flight = commit.uploads_lock(self.catalog, name) if commit.lock_enabled(table) else contextlib.nullcontext
@@ -310,6 +309,7 @@ class Tables:
                 what=name,
                 lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
                 current_location=(lambda: self._current_location(name)) if hasattr(self.catalog, "metadata_location_of") else None,
+                sort_by=sort_by,
             )
         self._committed[name] = outcome.table
         snap = outcome.snapshot

@@ -61,7 +61,6 @@ from icebergdo.errors import (
     RejectedBatchError,
     StorageError,
 )
-from icebergdo.iceberg import datafiles
 from icebergdo.schema import TS, Unknown, to_events
 from icebergdo.tables import Tables
 from icebergdo.wal import SegmentWriter, WriteAheadLog, claim
@@ -654,16 +653,17 @@ class Writer:
             data = batch.tables[0] if len(batch.tables) == 1 else pa.concat_tables(batch.tables, promote_options="default")
             if self.unknown == "keep":
                 self._evolve(data.schema)
-            if "ts" in data.column_names:
-                data = datafiles.sort_by(data, "ts")  # the table's sort order; contiguous hours for datafiles.append
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError, TypeError) as e:
             raise BadInputError(f"{self.table_name}: batch cannot be prepared for commit: {commit.describe(e)}") from None
         # A replayed or retried batch may have landed before the crash/failure: `Tables.append` finds it in
         # the ledger (or, without a sequence, in the history) and commits nothing. Its post-commit hooks
         # (CDC routing) run either way: after a crash they may not have run.
+        # Each data file is written in `ts` order (the table's sort order), gathered from the batch as
+        # it is written (`datafiles.write_rows`): the batch itself is never re-ordered as a whole.
         result = self.tables.append(
             self.table_name, data, batch_id=batch.batch_id, writer_id=batch.writer_id,
             writer_seq=batch.seq if batch.wal is not None else None, upkeep=self.upkeep,
+            sort_by="ts" if "ts" in data.column_names else None,
         )
         if result.already_committed and not batch.replayed and batch.attempts == 1 and batch.wal is not None:
             self._renumber(batch)  # never tried before, yet "committed": its number was stale, not its data

@@ -6,11 +6,23 @@ The file-name prefix (`_compact-` for compaction outputs) is a parameter of the 
 table properties handed to pyiceberg for that write only, so writers and compaction running in one
 process never see each other's prefix.
 
-The append fast path: pyiceberg's `Table.append` finds partitions by filtering the whole batch once
-per partition value (`_determine_partitions`): for a batch spanning a few hours that is most of the
-cost of an append (measured: 0.28 of 0.37 s for 250k events over 4 hours). Our batches are sorted
-by `ts`, so each hour is one contiguous run: `partitions` cuts zero-copy slices and only falls back
-to pyiceberg's partitioning when a partition value recurs in two runs.
+The append fast path (`write_append`): pyiceberg's `Table.append` finds partitions by filtering the
+whole batch once per partition value (`_determine_partitions`): for a batch spanning a few hours that
+was most of the cost of an append (0.28 of 0.37 s for 250k events over 4 hours). Instead:
+
+- **Order once, move each row once.** The sort order (`ts` for events) is computed as row indices
+  (`order`: for one integer/time column, a single NumPy sort of (value, position) keys, ~7x cheaper
+  than Arrow's `sort_indices`); when the sort column also determines the partition (hour(ts)), each
+  partition is a contiguous run of those indices. The rows are never re-ordered as a whole: each
+  data file's rows are gathered (`take`) from its slice of the indices by the thread that writes it,
+  so the gathers run in parallel with the Parquet encoding, and memory holds a few files' worth of
+  moved rows instead of a sorted copy of the batch (measured on 1M realistic events: the full
+  `take` cost as much CPU as a third of the Parquet encoding, and its 350 MB of fresh pages more).
+  A batch already in order (events sent in time order) is cut into zero-copy slices.
+- Every file is still sorted by the sort column: compaction merges files relying on it, and readers
+  prune by the files' `ts` bounds.
+- When a partition value recurs in two runs (partitions not determined by the sort column), the
+  batch is sorted as a whole and partitioned by pyiceberg's own `_determine_partitions`.
 
 An append is two steps, so many writers can share a table without queueing on each other's uploads:
 `write_append` writes and uploads the data files (slow, done in parallel, outside any lock), and
@@ -22,11 +34,16 @@ exactly-once ledger (`icebergdo.ledger`) is kept atomic with the data.
 from __future__ import annotations
 
 import itertools
+import math
+import os
+import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
@@ -46,6 +63,7 @@ from pyiceberg.table import Table, TableProperties, Transaction, WriteTask
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import ValidatableTableRequirement
 from pyiceberg.typedef import Properties
+from pyiceberg.utils.concurrent import ExecutorFactory
 from pyiceberg.utils.properties import property_as_bool, property_as_int
 
 from icebergdo import ledger
@@ -62,34 +80,87 @@ def target_file_size(properties: Properties) -> int:
     return int(size or TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT)
 
 
-def sort_by(batch: pa.Table, columns: str | list[str]) -> pa.Table:
-    """The batch in `columns` order. Events mostly arrive in order, and checking one column is ~40x
-    cheaper than a sort (a full `take`), so an already-ordered batch is returned as it is."""
+def order(batch: pa.Table, columns: str | list[str]) -> pa.Array | None:
+    """Row indices that put `batch` in ascending `columns` order (stable: ties keep their input
+    order), or None when it is in that order already.
+
+    Events mostly arrive in order, and checking one column is ~40x cheaper than a sort, so that is
+    tried first. One null-free integer or time column (`ts`) is ordered by a single NumPy sort of
+    64-bit keys (value - min) << b | position (b bits hold a position): the keys are distinct, so
+    the sort needs no stability of its own, and the low bits are the indices (1M events: 7 ms,
+    against 70 ms for Arrow's `sort_indices`). Other cases go to `sort_indices`.
+    """
     columns = [columns] if isinstance(columns, str) else list(columns)
     if not columns or batch.num_rows < 2:
-        return batch
+        return None
     if len(columns) == 1:
         values = batch.column(columns[0])
-        if not values.null_count and pc.all(pc.greater_equal(values.slice(1), values.slice(0, len(values) - 1))).as_py():
-            return batch
-    return batch.take(pc.sort_indices(batch, [(c, "ascending") for c in columns]))
+        if not values.null_count:
+            if pc.all(pc.greater_equal(values.slice(1), values.slice(0, len(values) - 1))).as_py():
+                return None
+            fast = _key_order(values)
+            if fast is not None:
+                return fast
+    return pc.sort_indices(batch, [(c, "ascending") for c in columns])
+
+
+def _key_order(values: pa.Array | pa.ChunkedArray) -> pa.Array | None:
+    """The stable ascending order of a null-free integer/time column by one sort of (value, position)
+    keys, or None when the column's type or value range does not fit the keys."""
+    t = values.type
+    if not (pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t)
+            or (pa.types.is_integer(t) and t != pa.uint64())):
+        return None
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    n = len(values)
+    a = np.asarray(values.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    bits = (n - 1).bit_length()
+    lo, hi = int(a.min()), int(a.max())
+    if hi - lo >= 1 << (64 - bits):  # a span too wide to leave room for the position
+        return None
+    keys = (a - lo).view(np.uint64) << np.uint64(bits)  # a - lo fits: the span is below 2**63
+    keys |= np.arange(n, dtype=np.uint64)
+    keys.sort()
+    keys &= np.uint64((1 << bits) - 1)
+    return pa.array(keys.view(np.int64))
+
+
+def sort_by(batch: pa.Table, columns: str | list[str]) -> pa.Table:
+    """The batch in `columns` order (stable); an already-ordered batch is returned as it is."""
+    indices = order(batch, columns)
+    return batch if indices is None else batch.take(indices)
 
 
 def partition_runs(spec: PartitionSpec, schema: Schema, batch: pa.Table) -> list[Part] | None:
     """The batch as (partition key, zero-copy slice) runs, or None if a partition value recurs in two runs."""
-    if spec.is_unpartitioned() or batch.num_rows == 0:
+    runs = _runs(spec, schema, batch.column_names, batch.column)
+    if runs is None:
+        return None
+    return [(key, batch.slice(start, end - start)) for key, start, end in runs]
+
+
+def _runs(
+    spec: PartitionSpec, schema: Schema, names: list[str], column: Callable[[str], pa.Array | pa.ChunkedArray]
+) -> list[tuple[PartitionKey, int, int]] | None:
+    """(partition key, start, end) of each run of rows with one partition value, from the rows'
+    columns as `column(name)` gives them; None when a value recurs in two runs (or cannot be computed
+    here: nested or missing source columns, nulls, no rows)."""
+    if spec.is_unpartitioned():
         return None
     keys = []
     for pfield in spec.fields:
         name = schema.find_column_name(pfield.source_id)
-        if name is None or "." in name or name not in batch.column_names:
+        if name is None or "." in name or name not in names:
             return None
-        values = pfield.transform.pyarrow_transform(schema.find_field(pfield.source_id).field_type)(batch.column(name))
+        values = pfield.transform.pyarrow_transform(schema.find_field(pfield.source_id).field_type)(column(name))
         values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
         if values.null_count:
             return None
         keys.append(values)
-    n = batch.num_rows
+    n = len(keys[0])
+    if n == 0:
+        return None
     changed = None
     for values in keys:
         step = pc.not_equal(values.slice(1), values.slice(0, n - 1))
@@ -106,7 +177,8 @@ def partition_runs(spec: PartitionSpec, schema: Schema, batch: pa.Table) -> list
                 partition_spec=spec,
                 schema=schema,
             ),
-            batch.slice(start, end - start),
+            start,
+            end,
         )
         for run, start, end in zip(runs, starts, ends, strict=True)
     ]
@@ -174,11 +246,7 @@ def write_data_files(
         return []
     arrow_schema = parts[0][1].schema
     task_schema = pyarrow_to_schema(arrow_schema, name_mapping=metadata.schema().name_mapping, format_version=metadata.format_version)
-    if is_adr_table(metadata.properties):  # our LocationProvider, for this write only (see layout.PROVIDER_IMPL)
-        extra = {FILE_PREFIX_PROPERTY: file_prefix} if file_prefix else {}
-        metadata = metadata.model_copy(update={"properties": {**adr_write_properties(metadata.properties), **extra}})
-    elif file_prefix:
-        metadata = metadata.model_copy(update={"properties": {**metadata.properties, FILE_PREFIX_PROPERTY: file_prefix}})
+    metadata = _write_metadata(metadata, file_prefix)
     write_uuid = write_uuid or uuid.uuid4()
     counter = itertools.count()
 
@@ -189,6 +257,94 @@ def write_data_files(
                 yield WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches, partition_key=key, schema=task_schema)
 
     return list(write_file(io=io, table_metadata=metadata, tasks=tasks()))
+
+
+def _write_metadata(metadata: TableMetadata, file_prefix: str) -> TableMetadata:
+    """The metadata handed to pyiceberg's writer for one write: our LocationProvider (see
+    layout.PROVIDER_IMPL) and the file-name prefix, for this write only."""
+    if is_adr_table(metadata.properties):
+        extra = {FILE_PREFIX_PROPERTY: file_prefix} if file_prefix else {}
+        return metadata.model_copy(update={"properties": {**adr_write_properties(metadata.properties), **extra}})
+    if file_prefix:
+        return metadata.model_copy(update={"properties": {**metadata.properties, FILE_PREFIX_PROPERTY: file_prefix}})
+    return metadata
+
+
+def write_rows(
+    metadata: TableMetadata,
+    io: FileIO,
+    batch: pa.Table,
+    *,
+    sort_by: str | list[str] | None = None,
+    target_size: int | None = None,
+) -> list[DataFile]:
+    """Write `batch` as data files of the table `metadata` describes, each file's rows in `sort_by`
+    order, cut by partition and into files of about `target_size` Arrow bytes (None: one per partition).
+
+    The rows are ordered as indices and gathered file by file in parallel (see the module
+    docstring); files already written are deleted again if another one fails.
+    """
+    n = batch.num_rows
+    if n == 0:
+        return []
+    indices = order(batch, sort_by) if sort_by else None
+    if indices is not None and any(col.num_chunks > 1 for col in batch.columns):
+        batch = batch.combine_chunks()  # one gather from many chunks costs ~2x one from a single chunk (measured)
+    spec, schema = metadata.spec(), metadata.schema()
+    runs: list[tuple[PartitionKey | None, int, int]]
+    if spec.is_unpartitioned():
+        runs = [(None, 0, n)]
+    else:
+        found = _runs(spec, schema, batch.column_names,
+                      lambda name: batch.column(name) if indices is None else batch.column(name).take(indices))
+        if found is None:  # partitions interleave in sort order: sort the whole batch, pyiceberg partitions it
+            rows = batch if indices is None else batch.take(indices)
+            parts = [(p.partition_key, p.arrow_table_partition) for p in _determine_partitions(spec=spec, schema=schema, arrow_table=rows)]
+            return write_data_files(metadata, io, parts, target_size=target_size)
+        runs = list(found)
+    row_bytes = max(1.0, batch.nbytes / n)
+    cuts: list[tuple[PartitionKey | None, int, int]] = []
+    for key, start, end in runs:
+        files = max(1, math.ceil((end - start) * row_bytes / target_size)) if target_size else 1
+        per_file = math.ceil((end - start) / files)
+        cuts += [(key, s, min(per_file, end - s)) for s in range(start, end, per_file)]
+    task_schema = pyarrow_to_schema(batch.schema, name_mapping=schema.name_mapping, format_version=metadata.format_version)
+    write_metadata = _write_metadata(metadata, "")
+    write_uuid = uuid.uuid4()
+
+    def write_one(task_id: int, key: PartitionKey | None, start: int, length: int) -> DataFile:
+        rows = batch.slice(start, length) if indices is None else batch.take(indices.slice(start, length))
+        task = WriteTask(write_uuid=write_uuid, task_id=task_id, record_batches=rows.to_batches(), partition_key=key, schema=task_schema)
+        return next(iter(write_file(io=io, table_metadata=write_metadata, tasks=iter([task]))))
+
+    pool = _executor()
+    futures: list[Future[DataFile]] = [pool.submit(write_one, i, key, start, length) for i, (key, start, length) in enumerate(cuts)]
+    written: list[DataFile] = []
+    error: BaseException | None = None
+    for future in futures:
+        try:
+            written.append(future.result())
+        except BaseException as e:  # noqa: BLE001 - re-raised below, once every file of this write is accounted for
+            error = error or e
+    if error is not None:
+        delete_files(io, written)
+        raise error
+    return written
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The threads that gather and write data files: as many as pyiceberg's own pool (its `max-workers`
+    setting, else Python's default), which they hand the Parquet writing to. One pool per process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            workers = ExecutorFactory.max_workers() or min(32, (os.cpu_count() or 1) + 4)
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="icebergdo-datafiles"))
+        return _pool[1]
 
 
 class AlreadyCommitted(ValidationException):
@@ -245,16 +401,15 @@ class PreparedAppend:
     rows: int
 
 
-def write_append(table: Table, batch: pa.Table) -> PreparedAppend:
-    """Write `batch` as data files of `table` (contiguous partitions cut as slices); commit nothing.
+def write_append(table: Table, batch: pa.Table, sort_by: str | list[str] | None = None) -> PreparedAppend:
+    """Write `batch` as data files of `table`, each in `sort_by` order (`write_rows`); commit nothing.
 
     This is the slow part of an append (Parquet encoding and uploads), so it runs before the
     commit lock is taken. Raises ValueError/TypeError when the batch does not fit the schema.
     """
     metadata = table.metadata
     check_schema(metadata, batch.schema)
-    parts = partitions(metadata.spec(), metadata.schema(), batch)
-    files = write_data_files(metadata, table.io, parts, target_size=target_file_size(metadata.properties))
+    files = write_rows(metadata, table.io, batch, sort_by=sort_by, target_size=target_file_size(metadata.properties))
     return PreparedAppend(files, metadata.current_schema_id, metadata.default_spec_id, batch.num_rows)
 
 
@@ -299,12 +454,12 @@ def commit_append(
     return tx.commit_transaction()
 
 
-def append(table: Table, batch: pa.Table, snapshot_properties: dict[str, str]) -> None:
+def append(table: Table, batch: pa.Table, snapshot_properties: dict[str, str], sort_by: str | list[str] | None = None) -> None:
     """`table.append(batch)` in one commit: `write_append` then `commit_append`.
 
     Raises ValueError/TypeError when the batch does not fit the table's schema (nothing written).
     """
-    commit_append(table, write_append(table, batch), snapshot_properties)
+    commit_append(table, write_append(table, batch, sort_by), snapshot_properties)
 
 
 def delete_files(io: FileIO, files: Iterable[DataFile]) -> None:

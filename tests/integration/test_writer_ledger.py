@@ -100,8 +100,8 @@ def test_commit_guard_refuses_a_batch_the_ledger_covers(lh: Lakehouse) -> None:
     written: list[str] = []
     real = datafiles.write_append
 
-    def spy(table, data):  # type: ignore[no-untyped-def]
-        prepared = real(table, data)
+    def spy(table, data, *rest):  # type: ignore[no-untyped-def]
+        prepared = real(table, data, *rest)
         written.extend(f.file_path for f in prepared.files)
         return prepared
 
