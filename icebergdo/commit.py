@@ -559,16 +559,10 @@ def _hold(catalog: Any, identifier: str, kind: str, *, shared: bool, timeout_s: 
         yield False
         return
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    yield False
-                    return
-                time.sleep(0.005)
+        taken, _ = _flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, timeout_s)
+        if not taken:
+            yield False
+            return
         try:
             yield True
         finally:
@@ -619,21 +613,28 @@ def _file_lock(path: Path, timeout_s: float) -> Iterator[bool]:
         yield False
         return
     try:
-        deadline = time.monotonic() + timeout_s
-        waited = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    yield True  # not locked: commit optimistically, from a refreshed table
-                    return
-                waited = True
-                time.sleep(0.005)
+        taken, waited = _flock(fd, fcntl.LOCK_EX, timeout_s)
+        if not taken:
+            yield True  # not locked: commit optimistically, from a refreshed table
+            return
         try:
             yield waited
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _flock(fd: int, mode: int, timeout_s: float) -> tuple[bool, bool]:
+    """Take the `flock` `mode` (LOCK_SH/LOCK_EX) on `fd`, polling for up to `timeout_s`: (taken, had to wait)."""
+    deadline = time.monotonic() + timeout_s
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True, waited
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False, waited
+            waited = True
+            time.sleep(0.005)
