@@ -153,8 +153,8 @@ def test_data_files_upload_while_another_writer_holds_the_commit_lock(lh: Lakeho
     uploaded = threading.Event()
     real = datafiles.write_append
 
-    def spy(table, batch):  # type: ignore[no-untyped-def]
-        prepared = real(table, batch)
+    def spy(table, batch, *rest):  # type: ignore[no-untyped-def]
+        prepared = real(table, batch, *rest)
         uploaded.set()
         return prepared
 
