@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(no ids, 6 h, up to 20 min late, payloads {path.stat().st_size / lines:,.0f} bytes/line); generated in {time.perf_counter() - t:.1f}s")
         print(f"python {sys.version.split()[0]}; every variant is one process; peak RSS from wait4")
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        subprocess.run([sys.executable, "-m", "icebergdo", "--home", str(folder / "lh"), "init"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)  # the embedded lakehouse, as a user creates it first
         variants = {
             "icebergdo ingest (defaults)": ([sys.executable, "-m", "icebergdo", "--home", str(folder / "lh"), "ingest", str(path),
                                              "--no-progress", "--json"], env),
