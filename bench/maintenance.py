@@ -116,6 +116,7 @@ def bench_compaction(root: Path, shapes: list[str], batches: int, rows: int, hou
         slug = shape.replace(" ", "-").replace("+", "")
         source = root / f"{slug}-source"
         lh = Lakehouse.open(source)
+        lh.upkeep.enabled = False  # the stream's files as they land: the writer's own upkeep would compact them already
         appends = stream(shape, batches, rows, hours)
         for batch in appends:
             lh.append_events(batch)
