@@ -51,7 +51,12 @@ print("closed", flush=True)
 
 def write_config(config: Config, path: Path, sections: dict[str, dict] | None = None) -> Path:
     """The lakehouse as a TOML file a child process (or `icebergdo --config`) can open; mode 0600."""
-    lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}", f"warehouse = {json.dumps(config.warehouse)}"]
+    lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}"]
+    if config.rest is not None:  # our REST catalog server (the `rest` test backend)
+        lines += ['type = "rest"', f"location = {json.dumps(config.warehouse)}"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in (("warehouse", config.rest.warehouse), ("token", config.rest.token)) if value]
+    else:
+        lines.append(f"warehouse = {json.dumps(config.warehouse)}")
     if config.s3 is not None:
         s3 = config.s3
         lines.append("[s3]")

@@ -15,6 +15,8 @@ from icebergdo.maintenance import plan as driver_plan
 from icebergdo.maintenance.health import plan, report
 from tests.integration.test_ingest_cli import cli_args
 
+pytestmark = pytest.mark.rest_backend  # also on the `rest` backend (tests/conftest.py)
+
 BASE = datetime(2026, 5, 1, 10, tzinfo=UTC)
 
 

@@ -13,22 +13,14 @@ import pytest
 
 from icebergdo import BadInputError, Config, Lakehouse
 from icebergdo.cli import main
+from tests.integration import procs
 
 
 def cli_args(config: Config, tmp_path: Path) -> list[str]:
-    """`--home` for the embedded backend, a TOML `--config` for s3pg."""
+    """`--home` for the embedded backend, a TOML `--config` (`procs.write_config`) for the others."""
     if config.home is not None:
         return ["--home", str(config.home)]
-    lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}", f"warehouse = {json.dumps(config.warehouse)}"]
-    if config.s3 is not None:
-        s3 = config.s3
-        lines += ["[s3]", f"endpoint = {json.dumps(s3.endpoint)}", f"region = {json.dumps(s3.region)}",
-                  f"access_key_id = {json.dumps(s3.access_key_id)}", f"secret_access_key = {json.dumps(s3.secret_access_key)}",
-                  f"path_style = {'true' if s3.path_style else 'false'}"]
-    path = tmp_path / "icebergdo.toml"
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return ["--config", str(path)]
+    return ["--config", str(procs.write_config(config, tmp_path / "icebergdo.toml"))]
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
