@@ -49,8 +49,8 @@ print("closed", flush=True)
 """
 
 
-def write_config(config: Config, path: Path, sections: dict[str, dict] | None = None) -> Path:
-    """The lakehouse as a TOML file a child process (or `icebergdo --config`) can open; mode 0600."""
+def config_lines(config: Config) -> list[str]:
+    """The `[catalog]` and `[s3]` sections describing `config`'s lakehouse (TOML lines)."""
     lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}"]
     if config.rest is not None:  # our REST catalog server (the `rest` test backend)
         lines += ['type = "rest"', f"location = {json.dumps(config.warehouse)}"]
@@ -65,12 +65,27 @@ def write_config(config: Config, path: Path, sections: dict[str, dict] | None = 
             if value is not None:
                 lines.append(f"{key} = {json.dumps(value)}")
         lines.append(f"path_style = {'true' if s3.path_style else 'false'}")
+    return lines
+
+
+def write_config(config: Config, path: Path, sections: dict[str, dict] | None = None, extra: str = "") -> Path:
+    """The lakehouse as a TOML file a child process (or `icebergdo --config`) can open; mode 0600.
+
+    `sections` adds tables of plain values; `extra` is appended as TOML text."""
+    lines = config_lines(config)
     for name, values in (sections or {}).items():
         lines.append(f"[{name}]")
         lines += [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     path.chmod(0o600)
     return path
+
+
+def cli_args(config: Config, tmp_path: Path) -> list[str]:
+    """`--home` for the embedded backend, a TOML `--config` (`write_config`) for the others."""
+    if config.home is not None:
+        return ["--home", str(config.home)]
+    return ["--config", str(write_config(config, tmp_path / "icebergdo.toml"))]
 
 
 def env() -> dict[str, str]:

@@ -11,7 +11,7 @@ import pytest
 
 from icebergdo import BadInputError, Config, Lakehouse
 from icebergdo.cli import main
-from tests.integration.test_ingest_cli import cli_args
+from tests.integration.procs import cli_args
 
 GOOD = {"ts": "2026-03-01T10:00:00Z", "type": "webhook", "source": "stripe", "payload": {"a": 1}}
 DEEP = "[" * 600 + "]" * 600

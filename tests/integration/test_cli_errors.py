@@ -14,7 +14,7 @@ import pytest
 from icebergdo import Config, Lakehouse
 from icebergdo.cli import main
 from tests import servers
-from tests.integration.test_ingest_cli import cli_args
+from tests.integration.procs import cli_args
 
 REPO = Path(__file__).resolve().parents[2]
 EVENT = json.dumps({"ts": "2026-05-01T10:00:00Z", "type": "custom", "source": "t", "payload": {"a": 1}})

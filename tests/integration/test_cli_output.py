@@ -15,7 +15,7 @@ import pytest
 
 from icebergdo import Config, Lakehouse
 from icebergdo.cli import main
-from tests.integration.test_ingest_cli import cli_args
+from tests.integration.procs import cli_args
 
 SQL = "SELECT id, ts, type, source, payload FROM events ORDER BY ts"
 

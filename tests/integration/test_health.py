@@ -13,7 +13,7 @@ from icebergdo.cli import main
 from icebergdo.maintenance import MaintenanceOptions, maintain
 from icebergdo.maintenance import plan as driver_plan
 from icebergdo.maintenance.health import plan, report
-from tests.integration.test_ingest_cli import cli_args
+from tests.integration.procs import cli_args
 
 pytestmark = pytest.mark.rest_backend  # also on the `rest` backend (tests/conftest.py)
 

@@ -13,14 +13,7 @@ import pytest
 
 from icebergdo import BadInputError, Config, Lakehouse
 from icebergdo.cli import main
-from tests.integration import procs
-
-
-def cli_args(config: Config, tmp_path: Path) -> list[str]:
-    """`--home` for the embedded backend, a TOML `--config` (`procs.write_config`) for the others."""
-    if config.home is not None:
-        return ["--home", str(config.home)]
-    return ["--config", str(procs.write_config(config, tmp_path / "icebergdo.toml"))]
+from tests.integration.procs import cli_args
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -29,6 +29,7 @@ from icebergdo import Config, Lakehouse, commit
 from icebergdo.dev.s3dev import free_ports
 from icebergdo.engines.duck import connect, extension_path
 from icebergdo.restcatalog.settings import new_token, token_hash
+from tests.integration import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,11 +55,7 @@ class Served:
 
 def config_toml(config: Config, serve: str) -> str:
     """A TOML file for `config` plus a [serve.catalog] section."""
-    lines = ["[catalog]", f'uri = "{config.catalog_uri}"', f'warehouse = "{config.warehouse}"']
-    if config.s3 is not None:
-        s3 = config.s3
-        lines += ["[s3]", f'endpoint = "{s3.endpoint}"', f'region = "{s3.region}"', f'access_key_id = "{s3.access_key_id}"', f'secret_access_key = "{s3.secret_access_key}"']
-    return "\n".join(lines) + "\n" + serve
+    return "\n".join(procs.config_lines(config)) + "\n" + serve
 
 
 def start_server(config: Config, tmp_path: Path, *, extra: str = "") -> Served:

@@ -22,6 +22,7 @@ from icebergdo.engines import spark as isp
 from icebergdo.engines import spark_jars
 from icebergdo.maintenance import MaintenanceOptions, maintain
 from icebergdo.maintenance.lock import TableLock
+from tests.integration import procs
 
 pytestmark = pytest.mark.slow
 
@@ -65,17 +66,6 @@ def _spark_rows(df: Any) -> list[tuple]:
         f"SELECT {COLUMNS}, unix_micros(ts) AS ts_us, unix_micros(ingested_at) AS ing_us FROM t_check ORDER BY id"
     ).collect()
     return [tuple(r) for r in rows]
-
-
-def _write_toml(config: Config, path: Path) -> Path:
-    """A config file for the CLI describing the same lakehouse."""
-    lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}", f"warehouse = {json.dumps(config.warehouse)}"]
-    if config.s3:
-        s3 = config.s3
-        lines += ["[s3]", f"endpoint = {json.dumps(s3.endpoint)}", f"region = {json.dumps(s3.region)}"]
-        lines += [f"access_key_id = {json.dumps(s3.access_key_id)}", f"secret_access_key = {json.dumps(s3.secret_access_key)}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 # -- pure helpers ----------------------------------------------------------------------------------
@@ -233,7 +223,7 @@ def test_spark_maintain_all_steps(lh: Lakehouse) -> None:
 
 def test_spark_sql_cli(lh: Lakehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _seed(lh)
-    cfg = _write_toml(lh.config, tmp_path / "lake.toml")
+    cfg = procs.write_config(lh.config, tmp_path / "lake.toml")
     rc = cli_main(["--config", str(cfg), "spark-sql", "SELECT type, count(*) AS n FROM events.raw GROUP BY type ORDER BY type", "--format", "json"])
     assert rc == 0
     got = json.loads(capsys.readouterr().out)
@@ -317,7 +307,7 @@ def test_session_configures_an_existing_session(lh: Lakehouse) -> None:
 def test_spark_conf_lines_attach_a_spark(lh: Lakehouse, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`icebergdo spark conf` prints what a Spark needs; applied to a bare session, it reads the lakehouse."""
     _seed(lh)
-    cfg = _write_toml(lh.config, tmp_path / "lake.toml")
+    cfg = procs.write_config(lh.config, tmp_path / "lake.toml")
     assert cli_main(["--config", str(cfg), "spark", "conf", "--fileio", "icebergdo"]) == 0
     masked = capsys.readouterr()
     assert "secrets are masked" in masked.err

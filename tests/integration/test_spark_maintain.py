@@ -20,11 +20,11 @@ from ulid import ULID
 
 from icebergdo import Lakehouse, layout
 from icebergdo.cli import main as cli_main
-from icebergdo.config import Config
 from icebergdo.engines import spark as isp
 from icebergdo.maintenance import MaintenanceOptions, maintain
 from icebergdo.maintenance.lock import last_run
 from icebergdo.store import Store
+from tests.integration import procs
 
 pytestmark = pytest.mark.slow
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
@@ -35,16 +35,6 @@ def _append(lh: Lakehouse, k: int, base: datetime = T0) -> None:
     lh.append_events(
         [{"ts": (base + timedelta(minutes=30 * j, seconds=k)).isoformat(), "type": "webhook", "source": "s", "payload": {"k": k, "j": j}} for j in range(4)]
     )
-
-
-def _toml(config: Config, path: Path, extra: str = "") -> Path:
-    lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}", f"warehouse = {json.dumps(config.warehouse)}"]
-    if config.s3:
-        s3 = config.s3
-        lines += ["[s3]", f"endpoint = {json.dumps(s3.endpoint)}", f"region = {json.dumps(s3.region)}"]
-        lines += [f"access_key_id = {json.dumps(s3.access_key_id)}", f"secret_access_key = {json.dumps(s3.secret_access_key)}"]
-    path.write_text("\n".join(lines) + "\n" + extra)
-    return path
 
 
 def _cli(cfg: Path, capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:
@@ -77,7 +67,7 @@ def test_cli_options_reach_the_procedures(lh: Lakehouse, tmp_path: Path, capsys:
     for k in range(6):
         _append(lh, k)
     rows = _count(lh)
-    cfg = _toml(lh.config, tmp_path / "lake.toml")
+    cfg = procs.write_config(lh.config, tmp_path / "lake.toml")
     sizes = lh.table("events.raw").inspect.files().column("file_size_in_bytes").to_pylist()
     median = int(statistics.median(sizes))
     assert len(sizes) == 12 and all(0.8 * median <= s <= 1.7 * median for s in sizes)  # uniform: see _append
@@ -136,7 +126,7 @@ def test_config_section_drives_the_spark_engine(lh: Lakehouse, tmp_path: Path, c
         _append(lh, k)  # 2024: older than any retention age below
         _append(lh, k, base=now - timedelta(hours=3))
     recent = _count(lh) // 2
-    cfg = _toml(lh.config, tmp_path / "lake.toml", '[retention]\n"events.raw" = "30d"\n[maintenance]\nmin_input_files = 3\nretain_last = 2\nolder_than = "0s"\n')
+    cfg = procs.write_config(lh.config, tmp_path / "lake.toml", extra='[retention]\n"events.raw" = "30d"\n[maintenance]\nmin_input_files = 3\nretain_last = 2\nolder_than = "0s"\n')
     reports = _cli(cfg, capsys, "--retention", "--compact", "--expire")
     by = {r["step"]: r for r in reports}
     assert list(by) == ["retention", "compact", "expire"]

@@ -17,6 +17,7 @@ from icebergdo.cli import main
 from icebergdo.errors import RejectedBatchError
 from icebergdo.schema import to_events
 from icebergdo.wal import WriteAheadLog, rejected_batches
+from tests.integration.procs import cli_args
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 BAD, GOOD = "01JBADBATCH000000000000001", "01JG00DBATCH00000000000001"
@@ -24,21 +25,6 @@ BAD, GOOD = "01JBADBATCH000000000000001", "01JG00DBATCH00000000000001"
 
 def event(i: int, prefix: str, **extra: object) -> dict:
     return {"id": f"{prefix}-{i}", "ts": (T0 + timedelta(seconds=i)).isoformat(), "type": "webhook", "payload": {"i": i}, **extra}
-
-
-def cli_args(config: Config, tmp_path: Path) -> list[str]:
-    """`--home` for the embedded backend, a TOML `--config` (mode 0600) for s3pg."""
-    if config.home is not None:
-        return ["--home", str(config.home)]
-    lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}", f"warehouse = {json.dumps(config.warehouse)}"]
-    if config.s3 is not None:
-        s3 = config.s3
-        lines += ["[s3]", f"endpoint = {json.dumps(s3.endpoint)}", f"region = {json.dumps(s3.region)}",
-                  f"access_key_id = {json.dumps(s3.access_key_id)}", f"secret_access_key = {json.dumps(s3.secret_access_key)}"]
-    path = tmp_path / "icebergdo.toml"
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return ["--config", str(path)]
 
 
 def left_by_keep_ingest(folder: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from icebergdo import Config, Lakehouse
 from icebergdo.wal import has_segments, writer_folders
 from icebergdo.writer import default_wal_dir
+from tests.integration.procs import cli_args
 
 REPO = Path(__file__).resolve().parents[2]
 # `icebergdo ingest --stream` whose commits never happen: killed once everything it read is in its WAL.
@@ -29,20 +30,6 @@ Tables.append = stalled
 from icebergdo.cli import main
 sys.exit(main(sys.argv[2:]))
 """
-
-
-def cli_args(config: Config, tmp_path: Path) -> list[str]:
-    if config.home is not None:
-        return ["--home", str(config.home)]
-    lines = ["[catalog]", f"uri = {json.dumps(config.catalog_uri)}", f"warehouse = {json.dumps(config.warehouse)}"]
-    if config.s3 is not None:
-        s3 = config.s3
-        lines += ["[s3]", f"endpoint = {json.dumps(s3.endpoint)}", f"region = {json.dumps(s3.region)}",
-                  f"access_key_id = {json.dumps(s3.access_key_id)}", f"secret_access_key = {json.dumps(s3.secret_access_key)}"]
-    path = tmp_path / "icebergdo.toml"
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return ["--config", str(path)]
 
 
 def jsonl(path: Path, prefix: str, n: int) -> Path:
