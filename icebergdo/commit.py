@@ -397,7 +397,7 @@ def append_idempotent(
                         return already(table, attempt, snap, "is already in the ledger")
                 if not datafiles.still_valid(table.metadata, prepared):
                     datafiles.delete_files(table.io, prepared.files)
-                    prepared = _write(table, batch, what)
+                    prepared = _write(table, batch, what, sort_by)
                 if guard is not None:  # "W committed up to seq", stamped now (pruning needs the time)
                     ledger_update = {ledger_key: ledger.encode(guard.seq, int(time.time() * 1000))}
                 committing = True
