@@ -315,13 +315,18 @@ def append_idempotent(
     lock: Callable[[], contextlib.AbstractContextManager[bool]] | None = None,
     current_location: Callable[[], str | None] | None = None,
     sort_by: str | None = None,
+    reused: bool = False,
 ) -> CommitOutcome:
     """Append `batch` in one snapshot tagged with its batch id, at most once, retrying transient failures.
 
     `load_table` returns a freshly loaded table (called before each retry, and first unless `table`
     is given). The data files are written first, outside `lock` (see `commit_lock`); the lock is
     held only for the metadata commit, after which `current_location` (the catalog's current
-    metadata location, one query) tells whether the table must be reloaded first. Each data file's
+    metadata location, one query) tells whether the table must be reloaded first; without it the
+    table is always reloaded under the lock. `reused`: `table` was not loaded for this call (the
+    caller kept it from its last commit), so a batch that does not fit it is tried once more on the
+    freshly loaded table before it counts as bad input (another client may have evolved the schema).
+    Each data file's
     rows are written in `sort_by` order (`datafiles.write_append`); `batch` itself is not reordered.
 
     With `writer_id` (a ULID) and `writer_seq`, the commit also advances the writer's ledger
@@ -380,7 +385,14 @@ def append_idempotent(
             if prepared is None or not datafiles.still_valid(table.metadata, prepared):
                 if prepared is not None:
                     datafiles.delete_files(table.io, prepared.files)
-                prepared = _write(table, batch, what, sort_by)  # the uploads: outside the lock
+                try:
+                    prepared = _write(table, batch, what, sort_by)  # the uploads: outside the lock
+                except BadInputError:
+                    if not reused:
+                        raise
+                    reused = False
+                    table = table.refresh()  # kept from our last commit: the schema may have moved since
+                    prepared = _write(table, batch, what, sort_by)
             _count("upload_s", time.monotonic() - t0)
             _pauses.wait(what)  # an upkeep round of this process is committing: let it finish (bounded)
             t1 = time.monotonic()

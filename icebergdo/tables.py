@@ -283,7 +283,7 @@ class Tables:
         upkeep (`icebergdo.upkeep`) from running for this commit. The batch is sorted as it is
         written, file by file, not as a whole: the hooks see it in the caller's order.
         """
-        table = commit.call_with_retry(lambda: self._table_for_append(name), what=f"{name}: loading the table", config=self.config)
+        table, reused = commit.call_with_retry(lambda: self._table_for_append(name), what=f"{name}: loading the table", config=self.config)
         if writer_seq is not None and not (writer_id and ledger.is_writer_id(writer_id)):
             raise BadInputError(f"{name}: a writer_seq needs a writer_id that is a ULID (the ledger key), got {writer_id!r}")
         if batch.num_rows == 0:
@@ -296,7 +296,7 @@ class Tables:
         # Shared by every append from its first data file to its commit: orphan removal below its
         # safety window waits for a moment with no upload in flight (commit.uploads_lock).
         in_flight = commit.uploads_lock(self.catalog, name) if commit.lock_enabled(table) else contextlib.nullcontext
-        with in_flight():
+        with in_flight(), self._forget_on_failure(name):
             outcome = commit.append_idempotent(
                 lambda: self.table(name),
                 batch,
@@ -310,6 +310,7 @@ class Tables:
                 lock=commit.commit_lock(self.catalog, name) if commit.lock_enabled(table) else None,
                 current_location=(lambda: self._current_location(name)) if hasattr(self.catalog, "metadata_location_of") else None,
                 sort_by=sort_by,
+                reused=reused,
             )
         self._committed[name] = outcome.table
         snap = outcome.snapshot
@@ -321,14 +322,34 @@ class Tables:
         self._after_commit(outcome.table, batch, result)
         return result
 
-    def _table_for_append(self, name: str) -> Table:
-        """The table as our last append left it when the catalog still names that metadata (one query,
-        no metadata read: a writer's commits do not re-read their own), else freshly loaded. A new
-        `Table` each time: the metadata is immutable, the object is not shared between threads."""
+    def _table_for_append(self, name: str) -> tuple[Table, bool]:
+        """(table, reused): the table as our last append left it when the catalog still names that
+        metadata (one query, no metadata read: a writer's commits do not re-read their own), else
+        freshly loaded. A new `Table` each time: the metadata is immutable, the object is not shared
+        between threads.
+
+        A catalog without that cheap query (REST) gets the last append's table as it is (`reused`):
+        `commit.append_idempotent` reloads it under the commit lock before committing anyway, and
+        retries a write that does not fit it on the reloaded table, so loading it here too would only
+        add a round trip per commit. Settings read from it before the commit (`icebergdo.dedupe`, the
+        streaming defaults) are then as of our last commit.
+        """
         last = self._committed.get(name)
-        if last is not None and hasattr(self.catalog, "metadata_location_of") and self._current_location(name) == last.metadata_location:
-            return type(last)(last.name(), last.metadata, last.metadata_location, last.io, self.catalog, last.config)
-        return self.table(name)
+        if last is not None:
+            cheap = hasattr(self.catalog, "metadata_location_of")
+            if not cheap or self._current_location(name) == last.metadata_location:
+                return type(last)(last.name(), last.metadata, last.metadata_location, last.io, self.catalog, last.config), not cheap
+        return self.table(name), False
+
+    @contextlib.contextmanager
+    def _forget_on_failure(self, name: str) -> Any:
+        """A failed append (its outcome possibly unknown) forgets the table it kept: a retry by the
+        caller starts from a fresh load, whose history or ledger shows the batch if it landed."""
+        try:
+            yield
+        except BaseException:
+            self._committed.pop(name, None)
+            raise
 
     def _current_location(self, name: str) -> str | None:
         """The table's current metadata location from the catalog row (one query), None if it is gone."""
