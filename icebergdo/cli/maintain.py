@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -194,13 +195,15 @@ def cmd_maintain(a: argparse.Namespace, ctx: Any) -> int:
     if a.every is not None:
         from icebergdo.errors import BusyError
 
-        while True:  # like `maintenance.run_every`, with this command's output per round
+        stop = _stop_on_interrupt()
+        while not stop.is_set():  # like `maintenance.run_every`, with this command's output per round
             started = time.monotonic()
             try:
                 one_round()
             except BusyError as e:
                 print(f"round skipped: {e}", file=sys.stderr)
-            time.sleep(max(0.0, a.every - (time.monotonic() - started)))
+            stop.wait(max(0.0, a.every - (time.monotonic() - started)))
+        raise KeyboardInterrupt  # the signal came while Python could not raise it (see _stop_on_interrupt)
     reports = one_round()
     if a.dry_run:
         if a.format != "table":
@@ -210,6 +213,25 @@ def cmd_maintain(a: argparse.Namespace, ctx: Any) -> int:
     if locked:
         raise LockBusyError(f"skipped {', '.join(locked)}: another maintainer holds the lock (the other tables were maintained)")
     return 0
+
+
+def _stop_on_interrupt() -> threading.Event:
+    """SIGINT (Ctrl-C) ends `maintain --every`: it sets the returned flag and interrupts the round.
+
+    The KeyboardInterrupt raised here is what stops a round at once; but a signal that arrives while
+    Python runs a garbage-collector callback raises it where it is printed and ignored ("Exception
+    ignored in ..."), and the loop would go on forever. The flag cannot be lost: the loop ends after
+    the round that was running."""
+    import signal
+
+    stop = threading.Event()
+
+    def handle(signum: int, frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handle)
+    return stop
 
 
 # -- health ----------------------------------------------------------------------------------------
