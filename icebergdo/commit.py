@@ -565,22 +565,8 @@ def _hold(catalog: Any, identifier: str, kind: str, *, shared: bool, timeout_s: 
     if path is None:
         yield False
         return
-    try:
-        fd = os.open(f"{path}{kind}" if kind else path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield False
-        return
-    try:
-        taken, _ = _flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX, timeout_s)
-        if not taken:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with _flocked(Path(f"{path}{kind}" if kind else path), fcntl.LOCK_SH if shared else fcntl.LOCK_EX, timeout_s) as got:
+        yield got is not None and got[0]
 
 
 @contextlib.contextmanager
@@ -619,34 +605,40 @@ def _pg_lock(engine: Any, key: int, timeout_s: float) -> Iterator[bool]:
 
 @contextlib.contextmanager
 def _file_lock(path: Path, timeout_s: float) -> Iterator[bool]:
+    with _flocked(path, fcntl.LOCK_EX, timeout_s) as got:
+        if got is None:
+            yield False
+        else:
+            taken, waited = got
+            yield waited if taken else True  # not taken: commit optimistically, from a refreshed table
+
+
+@contextlib.contextmanager
+def _flocked(path: Path, mode: int, timeout_s: float) -> Iterator[tuple[bool, bool] | None]:
+    """`flock` `mode` (LOCK_SH/LOCK_EX) on the file at `path`, polling for up to `timeout_s`, held
+    for the block: (taken, had to wait), or None when the file cannot be opened."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
-        yield False
+        yield None
         return
     try:
-        taken, waited = _flock(fd, fcntl.LOCK_EX, timeout_s)
-        if not taken:
-            yield True  # not locked: commit optimistically, from a refreshed table
-            return
+        deadline = time.monotonic() + timeout_s
+        waited = taken = False
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                taken = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                waited = True
+                time.sleep(0.005)
         try:
-            yield waited
+            yield taken, waited
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if taken:
+                fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
-
-
-def _flock(fd: int, mode: int, timeout_s: float) -> tuple[bool, bool]:
-    """Take the `flock` `mode` (LOCK_SH/LOCK_EX) on `fd`, polling for up to `timeout_s`: (taken, had to wait)."""
-    deadline = time.monotonic() + timeout_s
-    waited = False
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return True, waited
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False, waited
-            waited = True
-            time.sleep(0.005)

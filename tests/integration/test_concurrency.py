@@ -176,8 +176,11 @@ def test_data_files_upload_while_another_writer_holds_the_commit_lock(lh: Lakeho
     assert lh.query("SELECT count(*) AS n FROM load.appends").to_pylist() == [{"n": 3}]
 
 
-def _durable_writer(config: Config, k: int, flushes: int, per_flush: int, state: str, start: object, out: object) -> None:
-    """One process: a durable writer (default WAL folder) committing `flushes` batches of events."""
+def _durable_writer(config: Config, k: int, flushes: int, per_flush: int, state: str, start: object, done: object, out: object) -> None:
+    """One process: a durable writer (default WAL folder) committing `flushes` batches of events.
+
+    It keeps its WAL folder until every writer has committed (`done`, a barrier): a writer that
+    closed first would free its folder, and a later one would reuse it (and its writer id) by design."""
     import os
 
     os.environ["XDG_STATE_HOME"] = state
@@ -189,6 +192,7 @@ def _durable_writer(config: Config, k: int, flushes: int, per_flush: int, state:
                 w.extend([{"id": f"w{k}-{f}-{i}", "ts": 1772359200000 + (f * per_flush + i) * 1000, "type": "webhook",
                            "payload": {"k": k}} for i in range(per_flush)])
                 w.flush()
+            done.wait(120)  # type: ignore[attr-defined]
         out.put((k, "ok", w.writer_id, w.stats().commits))  # type: ignore[attr-defined]
     except BaseException as e:  # report, don't hang the parent
         out.put((k, "error", repr(e), 0))  # type: ignore[attr-defined]
@@ -206,8 +210,8 @@ def test_durable_writer_processes_every_batch_exactly_once(
     lh = Lakehouse.open(config)
     lh.events_table()
     ctx = mp.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_durable_writer, args=(config, k, flushes, per_flush, str(tmp_path / "state"), start, out))
+    start, done, out = ctx.Event(), ctx.Barrier(writers), ctx.Queue()
+    procs = [ctx.Process(target=_durable_writer, args=(config, k, flushes, per_flush, str(tmp_path / "state"), start, done, out))
              for k in range(writers)]
     for p in procs:
         p.start()
