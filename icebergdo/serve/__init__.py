@@ -10,7 +10,7 @@ streams into `events.raw`, each acknowledged only once durable in the write-ahea
     limits.py      idempotency keys and per-source rate limits
     health.py      readiness probes (catalog, storage, writer)
     metrics.py     Prometheus metrics
-    upkeep.py      in-process maintenance on a schedule
+    maintainer.py  in-process maintenance on a schedule
     openapi.py     /openapi.json
     server.py      uvicorn, graceful SIGTERM, exit code
 

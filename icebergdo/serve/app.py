@@ -41,11 +41,11 @@ from icebergdo.serve.health import Readiness
 from icebergdo.serve.http import HttpError, retry_after_header
 from icebergdo.serve.ingest import Ingestor
 from icebergdo.serve.limits import IdempotencyCache, Outcome, RateLimiter
+from icebergdo.serve.maintainer import Maintainer
 from icebergdo.serve.metrics import CONTENT_TYPE, Metrics
 from icebergdo.serve.openapi import document
 from icebergdo.serve.settings import Settings, Token
 from icebergdo.serve.signatures import SignatureError, verify
-from icebergdo.serve.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Service:
         self.idempotency = IdempotencyCache(settings.idempotency_window, settings.idempotency_keys)
         self.limiter = RateLimiter(settings.rate_for)
         self.shapes = records.CollectionShapes(lh)
-        self.upkeep = Upkeep(lh.config, settings.maintenance_every) if settings.maintenance else None
+        self.maintainer = Maintainer(lh.config, settings.maintenance_every) if settings.maintenance else None
         self.startup_error: BaseException | None = None
         self.close_error: BaseException | None = None
         self.metrics.watch_writer(self.ingestor.stats, self.wal_dir, self.readiness.status, lambda: self.ingestor.groups)
@@ -82,16 +82,16 @@ class Service:
         await self.ingestor.start()  # opens the WAL: what a previous run left is committed first
         await asyncio.to_thread(self.readiness.probe)
         self.readiness.start()
-        if self.upkeep is not None:
-            self.upkeep.start()
+        if self.maintainer is not None:
+            self.maintainer.start()
         if self.settings.auth and not any("ingest" in t.scopes for t in self.settings.tokens):
             log.warning("serve: auth is on and no [[serve.tokens]] has the ingest scope: only signed webhooks will be accepted")
 
     async def stop(self) -> None:
         self.readiness.stop()
         self.close_error = await self.ingestor.close()
-        if self.upkeep is not None:
-            await asyncio.to_thread(self.upkeep.stop, self.settings.shutdown_timeout)
+        if self.maintainer is not None:
+            await asyncio.to_thread(self.maintainer.stop, self.settings.shutdown_timeout)
 
     # -- checks every ingest route makes ---------------------------------------------------------
     def authenticate(self, headers: Mapping[str, str]) -> Token | None:

@@ -21,7 +21,7 @@ from icebergdo.redact import safe_message
 log = logging.getLogger(__name__)
 
 
-class Upkeep:
+class Maintainer:
     def __init__(self, config: Config, every: float) -> None:
         self.config = config
         self.every = every
