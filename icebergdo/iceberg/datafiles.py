@@ -126,12 +126,6 @@ def _key_order(values: pa.Array | pa.ChunkedArray) -> pa.Array | None:
     return pa.array(keys.view(np.int64))
 
 
-def sort_by(batch: pa.Table, columns: str | list[str]) -> pa.Table:
-    """The batch in `columns` order (stable); an already-ordered batch is returned as it is."""
-    indices = order(batch, columns)
-    return batch if indices is None else batch.take(indices)
-
-
 def partition_runs(spec: PartitionSpec, schema: Schema, batch: pa.Table) -> list[Part] | None:
     """The batch as (partition key, zero-copy slice) runs, or None if a partition value recurs in two runs."""
     runs = _runs(spec, schema, batch.column_names, batch.column)
@@ -189,8 +183,12 @@ def partitions(spec: PartitionSpec, schema: Schema, batch: pa.Table) -> list[Par
     if spec.is_unpartitioned():
         return [(None, batch)] if batch.num_rows else []
     runs = partition_runs(spec, schema, batch)
-    if runs is not None:
-        return runs
+    return runs if runs is not None else _pyiceberg_partitions(spec, schema, batch)
+
+
+def _pyiceberg_partitions(spec: PartitionSpec, schema: Schema, batch: pa.Table) -> list[Part]:
+    """pyiceberg's own partitioning (one filter of the batch per partition value): for batches whose
+    partition values recur in several runs."""
     return [(p.partition_key, p.arrow_table_partition) for p in _determine_partitions(spec=spec, schema=schema, arrow_table=batch)]
 
 
@@ -299,8 +297,7 @@ def write_rows(
                       lambda name: batch.column(name) if indices is None else batch.column(name).take(indices))
         if found is None:  # partitions interleave in sort order: sort the whole batch, pyiceberg partitions it
             rows = batch if indices is None else batch.take(indices)
-            parts = [(p.partition_key, p.arrow_table_partition) for p in _determine_partitions(spec=spec, schema=schema, arrow_table=rows)]
-            return write_data_files(metadata, io, parts, target_size=target_size)
+            return write_data_files(metadata, io, _pyiceberg_partitions(spec, schema, rows), target_size=target_size)
         runs = list(found)
     row_bytes = max(1.0, batch.nbytes / n)
     cuts: list[tuple[PartitionKey | None, int, int]] = []

@@ -202,7 +202,7 @@ def _prepare_group(table: Table, group: Group, sort_by: list[str], timings: dict
         masks = [group.drop.get(f.file_path) for f in files]
         drop = pa.concat_arrays([m if m is not None else pa.array([False] * f.record_count) for m, f in zip(masks, files, strict=True)])
         data = data.filter(pc.invert(drop))
-    rows_order = merge.order(data, sort_by)
+    rows_order = datafiles.order(data, sort_by)  # the append path's ordering: a check, then one sort
     if rows_order is not None:
         data = merge.gather(data, rows_order)
     t2 = time.perf_counter()

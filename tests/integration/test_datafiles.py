@@ -25,11 +25,13 @@ def test_runs_are_contiguous_slices_or_none() -> None:
     assert datafiles.partition_runs(EVENT_PARTITION_SPEC, EVENT_SCHEMA, batch([0, 1, 0])) is None
 
 
-def test_sort_by_keeps_sorted_batches_and_sorts_others() -> None:
+def test_order_keeps_sorted_batches_and_sorts_others() -> None:
     sorted_batch = batch([0, 1, 2])
-    assert datafiles.sort_by(sorted_batch, "ts") is sorted_batch
+    assert datafiles.order(sorted_batch, "ts") is None  # nothing to move
     shuffled = batch([2, 0, 1])
-    assert datafiles.sort_by(shuffled, "ts").column("ts").to_pylist() == sorted(shuffled.column("ts").to_pylist())
+    indices = datafiles.order(shuffled, "ts")
+    assert indices is not None
+    assert shuffled.take(indices).column("ts").to_pylist() == sorted(shuffled.column("ts").to_pylist())
 
 
 def test_both_paths_commit_the_same_rows(lh: Lakehouse) -> None:

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from icebergdo.iceberg import datafiles
 from icebergdo.maintenance import merge
 
 
@@ -26,8 +27,8 @@ def stable_sort(table: pa.Table) -> pa.Table:
 
 def test_already_sorted_input_is_left_alone() -> None:
     t = runs_table([[1, 2, 3], [3, 4], [5, 9]])
-    assert merge.order(t, ["ts"]) is None
-    assert merge.order(t, []) is None
+    assert datafiles.order(t, ["ts"]) is None
+    assert datafiles.order(t, []) is None
 
 
 @pytest.mark.parametrize("shape", ["edges", "interleaved", "late", "duplicates"])
@@ -45,7 +46,7 @@ def test_gather_equals_a_stable_sort(shape: str) -> None:
             r = sorted(rng.randrange(0, 40) for _ in range(900))
         runs.append(r)
     t = runs_table(runs)
-    idx = merge.order(t, ["ts"])
+    idx = datafiles.order(t, ["ts"])
     assert idx is not None
     expected = stable_sort(t)
     for min_run in (1, 8, 64, merge.MIN_RUN):  # slices + gaps, through to one take per column
