@@ -78,22 +78,23 @@ def ensure_schema(engine: Engine) -> None:
     _meta.create_all(engine, checkfirst=True)
 
 
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot, Linux `/proc`), or None where unknown."""
+def _stat_field(pid: int, field: int) -> str | None:
+    """Field `field` (numbered as in stat(5), from 3 on) of Linux `/proc/<pid>/stat`, or None where unknown."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return fields[19]  # field 22 of stat(5); fields[0] is field 3
+            return f.read().rsplit(")", 1)[1].split()[field - 3]  # after the command name, which may hold spaces
     except (OSError, IndexError):
         return None
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None where unknown."""
+    return _stat_field(pid, 22)
 
 
 def _process_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+    """The state letter of `pid` (`Z`: a zombie, killed but not reaped), or None where unknown."""
+    return _stat_field(pid, 3)
 
 
 @dataclass(frozen=True)
