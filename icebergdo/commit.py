@@ -529,37 +529,9 @@ def _hold(catalog: Any, identifier: str, kind: str, *, shared: bool, timeout_s: 
     """A PostgreSQL session advisory lock or an flock (SQLite, REST: `_lock_file`), shared or exclusive;
     yields whether it is held (False when not obtained within `timeout_s`, or nowhere to lock)."""
     engine = getattr(catalog, "engine", None)
-    dialect = engine.dialect.name if engine is not None else ""
-    if engine is not None and dialect == "postgresql":
-        from sqlalchemy import text
-        from sqlalchemy.exc import DBAPIError
-
-        key = _pg_key(identifier + kind)
-        suffix = "_shared" if shared else ""
-        try:
-            con = engine.connect()
-        except DBAPIError:
-            yield False
-            return
-        held = False
-        try:
-            try:
-                con.execute(text(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'"))  # this transaction only
-                con.execute(text(f"SELECT pg_advisory_lock{suffix}(:k)"), {"k": key})  # session lock: outlives the commit
-                con.commit()
-                held = True
-            except DBAPIError:
-                con.rollback()
-            yield held
-        finally:
-            try:
-                if held:
-                    con.execute(text(f"SELECT pg_advisory_unlock{suffix}(:k)"), {"k": key})
-                    con.commit()
-            except DBAPIError:
-                con.invalidate()  # the session is gone, and its advisory lock with it
-            finally:
-                con.close()
+    if engine is not None and engine.dialect.name == "postgresql":
+        with _pg_advisory(engine, _pg_key(identifier + kind), timeout_s, shared=shared) as got:
+            yield got is not None and got[0]
         return
     path = _lock_file(catalog, identifier)
     if path is None:
@@ -571,31 +543,45 @@ def _hold(catalog: Any, identifier: str, kind: str, *, shared: bool, timeout_s: 
 
 @contextlib.contextmanager
 def _pg_lock(engine: Any, key: int, timeout_s: float) -> Iterator[bool]:
+    with _pg_advisory(engine, key, timeout_s) as got:
+        if got is not None and not got[0]:
+            log.info("commit lock not taken within %.0fs; committing optimistically", timeout_s)
+        yield got is not None and got[0] and got[1]
+
+
+@contextlib.contextmanager
+def _pg_advisory(engine: Any, key: int, timeout_s: float, *, shared: bool = False) -> Iterator[tuple[bool, bool] | None]:
+    """A PostgreSQL session advisory lock on `key`, waited for up to `timeout_s`, held for the block:
+    (taken, had to wait), or None when the database cannot be reached (the caller's own work will
+    meet, and report, the unreachable catalog). A session whose unlock fails is discarded: its lock
+    goes with it."""
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
 
+    suffix = "_shared" if shared else ""
     try:
         con = engine.connect()
     except DBAPIError:
-        yield False  # the append itself will meet (and report) the unreachable catalog
+        yield None
         return
-    locked = waited = False
+    taken = waited = False
     try:
         try:
-            locked = bool(con.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-            if not locked:
-                con.execute(text(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'"))
-                con.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                locked = waited = True
+            taken = bool(con.execute(text(f"SELECT pg_try_advisory_lock{suffix}(:k)"), {"k": key}).scalar())
+            if not taken:
+                waited = True
+                con.execute(text(f"SET LOCAL lock_timeout = '{int(timeout_s * 1000)}ms'"))  # this transaction only
+                con.execute(text(f"SELECT pg_advisory_lock{suffix}(:k)"), {"k": key})  # a session lock: outlives the commit
+                taken = True
             con.commit()
         except DBAPIError as e:
-            log.info("commit lock not taken (%s); committing optimistically", type(e.orig).__name__ if e.orig else e)
+            log.debug("advisory lock %s not taken: %s", key, type(e.orig).__name__ if e.orig else e)
             con.rollback()
-        yield waited
+        yield taken, waited
     finally:
         try:
-            if locked:
-                con.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            if taken:
+                con.execute(text(f"SELECT pg_advisory_unlock{suffix}(:k)"), {"k": key})
                 con.commit()
         except DBAPIError:
             con.invalidate()  # the session is gone, and its advisory lock with it

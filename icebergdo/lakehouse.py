@@ -183,10 +183,9 @@ class Lakehouse(Tables):
             scans = {name: f"iceberg_scan('{location}')" for name, location in views.items()}
             return duck.connect(self.config, views, database, self._dedupe_views(deduping, scans))
         alias = self.config.catalog_name
-        attached = {name: ".".join(duck.quote_ident(p) for p in (alias, *name.split(".", 1))) for name, _t in self._deduplicating()}
-        return duck.connect_catalog(
-            self.config, self.catalog_endpoint(), database, alias=alias, queries=self._dedupe_views(self._deduplicating(), attached)
-        )
+        deduping = self._deduplicating()
+        attached = {name: ".".join(duck.quote_ident(p) for p in (alias, *name.split(".", 1))) for name, _t in deduping}
+        return duck.connect_catalog(self.config, self.catalog_endpoint(), database, alias=alias, queries=self._dedupe_views(deduping, attached))
 
     def _deduplicating(self) -> list[tuple[str, Any]]:
         """(name, table) of the tables with a snapshot that deduplicate, re-read at most every DEDUPE_VIEWS_TTL_S."""
