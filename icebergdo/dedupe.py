@@ -27,6 +27,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icebergdo import arrays
 from icebergdo.errors import BadInputError
 from icebergdo.times import parse_duration
 
@@ -78,11 +79,11 @@ def drop_duplicates(batch: pa.Table, setting: Dedupe) -> pa.Table:
     k = grouped.column("k")
     same = pc.fill_null(pc.equal(k.slice(1), k.slice(0, n - 1)), False)
     starts = pc.invert(same)  # True where a new key begins (position 1..n-1)
-    first = pa.concat_arrays([pa.array([True]), starts.combine_chunks() if isinstance(starts, pa.ChunkedArray) else starts])
+    first = pa.concat_arrays([pa.array([True]), arrays.array(starts)])
     drop = pc.invert(first)
     if arrived:
         # the first arrival of each key, carried forward over its (contiguous) group
-        at = grouped.column("at").combine_chunks()
+        at = arrays.array(grouped.column("at"))
         firsts = pc.fill_null_forward(pc.if_else(first, at, pa.scalar(None, pa.int64())))
         within = pc.less_equal(pc.subtract(at, firsts), int(setting.window.total_seconds() * 1_000_000))
         drop = pc.and_(drop, pc.fill_null(within, True))
@@ -90,5 +91,5 @@ def drop_duplicates(batch: pa.Table, setting: Dedupe) -> pa.Table:
     if not pc.any(drop).as_py():
         return batch
     dropped = pc.filter(grouped.column("pos"), drop)
-    keep = pc.invert(pc.is_in(pos, value_set=dropped.combine_chunks() if isinstance(dropped, pa.ChunkedArray) else dropped))
+    keep = pc.invert(pc.is_in(pos, value_set=arrays.array(dropped)))
     return batch.filter(keep)

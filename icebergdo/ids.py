@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icebergdo import arrays
+
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_MS = (1 << 48) - 1  # the latest time a ULID can hold (year 10889)
 _ALPHABET = np.frombuffer(CROCKFORD.encode(), np.uint8)
@@ -42,9 +44,7 @@ def ulids(ms: pa.Array | pa.ChunkedArray, seed: bytes | None = None) -> pa.Array
 
     With `seed`, the random part of id i is a function of (seed, i) only.
     """
-    if isinstance(ms, pa.ChunkedArray):
-        ms = ms.combine_chunks()
-    ms = ms.cast(pa.int64())
+    ms = arrays.array(ms).cast(pa.int64())
     n = len(ms)
     if n == 0:
         return pa.array([], pa.string())

@@ -43,6 +43,7 @@ from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import HourTransform, IdentityTransform
 from pyiceberg.types import NestedField, StringType, TimestamptzType
 
+from icebergdo import arrays
 from icebergdo import ids as ulid
 from icebergdo.errors import BadInputError
 from icebergdo.times import (
@@ -485,8 +486,7 @@ def _flag_deep(f: _Fields, payload: pa.Array) -> None:
 # -- Arrow --------------------------------------------------------------------------------------
 def ts_to_utc(ts: pa.Array | pa.ChunkedArray, what: str, unit: str = "auto") -> pa.Array:
     """An Arrow time column (timestamp, epoch number, or ISO text) as UTC µs timestamps; nulls stay null."""
-    if isinstance(ts, pa.ChunkedArray):
-        ts = ts.combine_chunks()
+    ts = arrays.array(ts)
     micros, bad = _time_column(ts, TimeRule(unit=unit))  # type: ignore[arg-type]
     i = _first_bad(bad)
     if i is not None:
@@ -525,7 +525,7 @@ def events_from_arrow(
         if name not in names:
             f.cols[name] = pa.nulls(n, pa.string())
             continue
-        col = table.column(name).combine_chunks()
+        col = arrays.array(table.column(name))
         if pa.types.is_null(col.type):
             col = col.cast(pa.string())
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_dictionary(col.type)):
@@ -533,14 +533,14 @@ def events_from_arrow(
         f.cols[name] = col.cast(pa.string())
     for name in ("ts", "ingested_at"):
         if name in names:
-            col = table.column(name).combine_chunks()
+            col = arrays.array(table.column(name))
             t = col.type
             if not (pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_integer(t) or pa.types.is_floating(t)
                     or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
                 raise BadInputError(f"Arrow batch: column {name!r} of type {t} is not a time")
             f.cols[name] = col.cast(pa.string()) if pa.types.is_large_string(t) else col
     for c in unknown_cols:
-        f.extra[c] = table.column(c).combine_chunks()
+        f.extra[c] = arrays.array(table.column(c))
 
     def explain(i: int) -> None:
         row = table.slice(i, 1).to_pylist()[0]
@@ -666,7 +666,7 @@ def events_from_json_lines(
         res = con.execute(_QUERY).to_arrow_table()
     finally:
         con.unregister("lines")
-    keys_ok, has_ts = _key_checks(res.column("keys").combine_chunks(), n)
+    keys_ok, has_ts = _key_checks(arrays.array(res.column("keys")), n)
     if unknown != "error" and not pc.all(keys_ok).as_py():
         rows: list[Any] = []
         out_problems: list[tuple[int, str]] = []
@@ -687,7 +687,7 @@ def events_from_json_lines(
             problems.sort()
         return table
     f = _Fields(n)
-    col = {name: res.column(name).combine_chunks() for name in res.column_names}
+    col = {name: arrays.array(res.column(name)) for name in res.column_names}
     f.flag(pc.invert(col["ok"]))  # not JSON (or not Unicode: DuckDB refuses lone surrogates)
     f.flag(pc.invert(keys_ok))  # an unknown or repeated field
     f.candidates.update(pc.indices_nonzero(pc.invert(pc.starts_with(lines, "{"))).to_pylist())  # not an object, or leading blanks

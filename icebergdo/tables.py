@@ -36,7 +36,7 @@ from icebergdo import commit, layout, ledger
 from icebergdo.config import Config
 from icebergdo.dedupe import Dedupe, drop_duplicates
 from icebergdo.errors import BadInputError, ConfigError, NoSuchTableError
-from icebergdo.iceberg import properties
+from icebergdo.iceberg import datafiles, properties
 from icebergdo.iceberg.catalog import open_catalog
 from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA, EVENT_SORT_ORDER, check_new_columns
 
@@ -57,7 +57,11 @@ DEFAULT_TABLE_PROPERTIES = {
 # 32 MiB: a full writer flush (max_bytes 128 MiB of Arrow) of typical events is ~24 MiB of zstd
 # Parquet (~65 B/event), >= 75 % of 32 MiB, so only files cut short by max_age or late events count
 # as small, and compaction merges those into files readers scan well (docs/maintenance.md).
-EVENTS_TABLE_PROPERTIES = {"write.target-file-size-bytes": str(32 * 1024 * 1024)}
+# `id` and `payload` are (nearly) all distinct: no dictionary encoding for them (see datafiles._ParquetWriter).
+EVENTS_TABLE_PROPERTIES = {
+    "write.target-file-size-bytes": str(32 * 1024 * 1024),
+    datafiles.DICTIONARY_EXCLUDE_PROPERTY: "id,payload,ts",
+}
 
 
 # Streaming tables take many small commits a minute (a buffered writer at its defaults flushes every

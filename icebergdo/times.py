@@ -27,7 +27,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from icebergdo import units
+from icebergdo import arrays, units
 from icebergdo.errors import BadInputError
 
 TS = pa.timestamp("us", tz="UTC")
@@ -171,8 +171,7 @@ def micros_of(values: pa.Array | pa.ChunkedArray, unit: str = "auto") -> pa.Arra
     Callers tell the two apart with `values.is_valid()`. Supported: timestamps (naive = UTC), dates,
     integers and floats (epoch in `unit`), text (ISO-8601 or digits). Other types: all bad.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+    values = arrays.array(values)
     t = values.type
     if pa.types.is_null(t) or len(values) == 0:
         return pa.nulls(len(values), pa.int64())

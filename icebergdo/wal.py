@@ -162,8 +162,11 @@ class SegmentWriter:
         self.schema = schema
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self._file = os.fdopen(fd, "wb", buffering=0)
-        # zstd: ~9x fewer bytes to write and fsync, and faster overall than uncompressed on a real disk.
-        self._stream = pa.ipc.new_stream(self._file, schema, options=pa.ipc.IpcWriteOptions(compression="zstd"))
+        # lz4: ~4x fewer bytes to write and fsync than uncompressed, at a fraction of zstd's CPU (1M
+        # events in 10k-row writes, each fsynced: zstd 0.94 s, lz4 0.85 s for the whole durable
+        # write; zstd's 9x smaller segments did not pay for its CPU). Readers decode either codec,
+        # so segments written before (zstd) replay as they are.
+        self._stream = pa.ipc.new_stream(self._file, schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
         _fsync_dir(path.parent)  # the file's name must survive a crash, not only its bytes
 
     def write(self, table: pa.Table) -> None:

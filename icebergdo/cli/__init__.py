@@ -199,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if getattr(args, "arrow_pool", None) and "pyarrow" not in sys.modules:
+        # A command that wants another Arrow allocator (ingest: jemalloc, for bounded RSS) gets it
+        # for the whole process: Arrow reads this once, when it loads. A user's own setting wins.
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", args.arrow_pool)
     ctx = Context(args)
     try:
         try:

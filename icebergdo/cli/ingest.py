@@ -46,9 +46,10 @@ if TYPE_CHECKING:  # the heavy modules (pyarrow, duckdb, pyiceberg) load when a 
 
 EVENTS_TABLE = "events.raw"  # EVENTS_TABLE, without importing the layout for --help
 TS_UNITS = ("auto", "s", "ms", "us", "ns")  # icebergdo.times.TS_UNITS
-# File mode: a commit batch of 64 MiB of Arrow and 8 MiB input chunks keep a 1 GB ingest near 600 MB
-# peak RSS (about 180 MB of it is the interpreter and libraries); the writer's 128 MiB would need ~800 MB.
-FILE_BATCH_BYTES = 64 * 1024 * 1024
+# File and --stream mode: a commit batch of 64 MiB of Arrow and 8 MiB input chunks keep an ingest of any size near
+# 500 MB peak RSS (160 MB of it is the interpreter and libraries; see _return_freed_memory); the
+# writer's 128 MiB would need ~700 MB, 32 MiB ~400 MB for twice the commits.
+BATCH_BYTES = 64 * 1024 * 1024
 CHUNK_BYTES = 8 * 1024 * 1024
 MAX_REPORTED_BAD = 20
 PROGRESS_EVERY_S = 5.0  # plain progress lines when stderr is not a terminal
@@ -81,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="commit while reading, through the buffered durable writer (for endless stdin)")
     p.add_argument("--max-rows", type=int, default=None, help="events per commit (default: the writer's, 1000000)")
     p.add_argument("--max-bytes", type=flags.size(minimum=1), default=None,
-                   help="Arrow bytes per commit (default: 64 MiB; with --stream the writer's 128 MiB)")
+                   help="Arrow bytes per commit (default: 64 MiB, which keeps peak memory near 500 MB)")
     p.add_argument("--chunk-bytes", type=flags.size(minimum=1), default=CHUNK_BYTES,
                    help="input bytes read and validated at once, e.g. 8MiB; bounds memory (default: 8 MiB)")
     p.add_argument("--max-age", type=flags.duration(positive=True), default=None,
@@ -92,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress on stderr")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     flags.add_format(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, arrow_pool="jemalloc")  # see _return_freed_memory
 
 
 @dataclass
@@ -263,13 +264,26 @@ def _writer_id(plans: list[_Batch]) -> str:
     return str(ULID.from_bytes(digest))
 
 
+def _return_freed_memory() -> None:
+    """Make Arrow give freed memory back to the OS at once, so peak RSS stays near one chunk + one batch.
+
+    Arrow's default allocator (mimalloc) keeps freed pages for reuse: a 300 MB ingest peaked at
+    ~800 MB with it, ~500 MB with jemalloc returning pages immediately (measured with
+    bench/ingest_file.py). `main` makes jemalloc the process's default pool before Arrow loads
+    (`arrow_pool`: the C++ side, Parquet writer included, reads it only then); here it is told to
+    return pages at once. This is for this process only (the `ingest` command owns it, file and
+    --stream mode alike); a pyarrow without jemalloc, or another pool chosen by the user, is left as it is.
+    """
+    import pyarrow as pa
+
+    if pa.default_memory_pool().backend_name != "jemalloc":
+        return
+    pa.jemalloc_set_decay_ms(0)
+
+
 def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _Report, progress: _Progress) -> None:
     import pyarrow as pa
 
-    try:  # give freed Arrow memory back to the OS at once: peak RSS stays near one chunk + one batch
-        pa.jemalloc_set_decay_ms(0)
-    except NotImplementedError:
-        pass
     now = datetime.now(UTC)
     with tempfile.TemporaryFile(prefix="icebergdo-ingest-") as tmp:
         plans: list[_Batch] = []
@@ -325,17 +339,18 @@ def _stream(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _Report,
 
 
 def run(args: argparse.Namespace, ctx: Any) -> int:
-    from icebergdo.writer import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS
+    from icebergdo.writer import DEFAULT_MAX_AGE, DEFAULT_MAX_ROWS
 
     args.max_rows = DEFAULT_MAX_ROWS if args.max_rows is None else args.max_rows
     if args.max_bytes is None:
-        args.max_bytes = DEFAULT_MAX_BYTES if args.stream else FILE_BATCH_BYTES
+        args.max_bytes = BATCH_BYTES  # file and --stream mode alike: bounded RSS (see BATCH_BYTES)
     args.max_age = DEFAULT_MAX_AGE if args.max_age is None else args.max_age
     if args.max_rows < 1 or args.max_bytes < 1 or args.chunk_bytes < 1:
         raise IcebergdoError("--max-rows, --max-bytes and --chunk-bytes must be positive")
     if args.inputs.count("-") > 1:
         raise IcebergdoError("stdin ('-') can be given only once")
     rule = time_rule(args)
+    _return_freed_memory()
     report = _Report()
     progress = _Progress(args.progress)
     started = time.monotonic()

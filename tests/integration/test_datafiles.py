@@ -44,3 +44,53 @@ def test_both_paths_commit_the_same_rows(lh: Lakehouse) -> None:
     assert sorted(f.record_count for f in files) == [1, 2, 2, 2, 2]
     rows = lh.duckdb().execute("SELECT hour(ts AT TIME ZONE 'UTC') h, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()
     assert rows == [(0, 2), (1, 1), (2, 2), (5, 2), (6, 2)]
+
+
+def _copy_out(table, path: str, folder) -> str:  # noqa: ANN001
+    """A data file copied to a local path through the table's FileIO (local or S3 alike)."""
+    local = folder / path.rsplit("/", 1)[-1]
+    with table.io.new_input(path).open() as f:
+        local.write_bytes(f.read())
+    return str(local)
+
+
+def _column_encodings(path: str) -> dict[str, set[str]]:
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    out: dict[str, set[str]] = {}
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            col = meta.row_group(g).column(c)
+            out.setdefault(col.path_in_schema, set()).update(col.encodings)
+    return out
+
+
+def test_events_files_skip_dictionaries_only_where_values_are_distinct(lh: Lakehouse, tmp_path) -> None:  # noqa: ANN001
+    """`id`, `payload` and `ts` are written plain (their values are nearly all distinct); the other
+    columns keep dictionary encoding; DuckDB reads every row back either way."""
+    events = batch([0, 0, 1, 1, 2] * 400)
+    lh.append_events(events)
+    table = lh.table("events.raw")
+    assert table.properties[datafiles.DICTIONARY_EXCLUDE_PROPERTY] == "id,payload,ts"
+    files = [t.file for t in table.scan().plan_files()]
+    assert len(files) == 3
+    enc = _column_encodings(_copy_out(table, files[0].file_path, tmp_path))
+    for plain in ("id", "payload", "ts"):
+        assert "RLE_DICTIONARY" not in enc[plain] and "PLAIN_DICTIONARY" not in enc[plain], (plain, enc[plain])
+    assert "RLE_DICTIONARY" in enc["type"], enc["type"]
+    got = lh.duckdb().execute("SELECT count(*), count(DISTINCT id), min(ts), max(ts) FROM events").fetchone()
+    assert got == (2000, 2000, min(events.column("ts").to_pylist()), max(events.column("ts").to_pylist()))
+
+
+def test_dictionary_exclusion_follows_the_table_property(lh: Lakehouse, tmp_path) -> None:  # noqa: ANN001
+    """Set empty, the property gives every column its dictionary again (on any storage: the file is
+    copied out through the table's FileIO)."""
+    table = lh.events_table()
+    with table.transaction() as tx:
+        tx.set_properties({datafiles.DICTIONARY_EXCLUDE_PROPERTY: ""})
+    lh.append_events(batch([0] * 1000))
+    (f,) = [t.file for t in lh.table("events.raw").scan().plan_files()]
+    enc = _column_encodings(_copy_out(lh.table("events.raw"), f.file_path, tmp_path))
+    assert "RLE_DICTIONARY" in enc["id"] and "RLE_DICTIONARY" in enc["payload"], enc
+    assert lh.duckdb().execute("SELECT count(DISTINCT id) FROM events").fetchone() == (1000,)

@@ -6,6 +6,7 @@ Row content is always compared through DuckDB (an independent Iceberg reader), n
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -500,6 +501,12 @@ def _ev(eid: str, ts: datetime, ingested: datetime, note: str) -> dict:
     return {"id": eid, "ts": ts, "type": "webhook", "ingested_at": ingested, "payload": {"note": note}}
 
 
+def _bulky(note: str, i: int, j: int) -> str:
+    """A note of ~70 incompressible bytes: the compacted file is then far bigger than a few one-row
+    files together, whatever the encodings (the planner bins files by size)."""
+    return f"{note} {hashlib.sha256(f'{i}-{j}'.encode()).hexdigest()}"
+
+
 DEDUP = "SELECT id, ts, ingested_at, payload FROM events_dedup ORDER BY id, ts, ingested_at"
 EVERYTHING = "SELECT id, ts, ingested_at, payload FROM events ORDER BY id, ts, ingested_at"
 
@@ -552,7 +559,7 @@ def test_dedupe_rewrites_a_big_file_that_holds_the_later_copy(lh: Lakehouse) -> 
     late = datetime(2026, 1, 5, tzinfo=UTC)
     early = datetime(2026, 1, 3, tzinfo=UTC)
     for i in range(5):
-        lh.append_events([_ev(f"x{i}-{j}", h0 + timedelta(seconds=j), late, "big") for j in range(200)])
+        lh.append_events([_ev(f"x{i}-{j}", h0 + timedelta(seconds=j), late, _bulky("big", i, j)) for j in range(200)])
     compact(lh.table("events.raw"), store=Store(lh.config))
     (big,) = [t.file for t in lh.table("events.raw").scan().plan_files()]
     # A replayed batch commits later but arrived earlier: its copy of x0-7 is the first arrival.
@@ -579,7 +586,7 @@ def test_dedupe_group_is_dropped_when_a_file_that_decided_it_changes_concurrentl
     h0 = T0 + timedelta(minutes=5)
     first = datetime(2026, 1, 3, tzinfo=UTC)
     for i in range(5):
-        lh.append_events([_ev(f"k{i}-{j}", h0 + timedelta(seconds=j), first, "first") for j in range(100)])
+        lh.append_events([_ev(f"k{i}-{j}", h0 + timedelta(seconds=j), first, _bulky("first", i, j)) for j in range(100)])
     compact(lh.table("events.raw"), store=Store(lh.config))
     (big,) = [t.file for t in lh.table("events.raw").scan().plan_files()]
     for i in range(5):  # later copies of k0-1 .. k0-5, one per small file
