@@ -193,16 +193,9 @@ def cmd_maintain(a: argparse.Namespace, ctx: Any) -> int:
         return done
 
     if a.every is not None:
-        from icebergdo.errors import BusyError
+        from icebergdo.maintenance import every
 
-        stop = _stop_on_interrupt()
-        while not stop.is_set():  # like `maintenance.run_every`, with this command's output per round
-            started = time.monotonic()
-            try:
-                one_round()
-            except BusyError as e:
-                print(f"round skipped: {e}", file=sys.stderr)
-            stop.wait(max(0.0, a.every - (time.monotonic() - started)))
+        every(one_round, a.every, stop=_stop_on_interrupt(), skipped=lambda e: print(f"round skipped: {e}", file=sys.stderr))
         raise KeyboardInterrupt  # the signal came while Python could not raise it (see _stop_on_interrupt)
     reports = one_round()
     if a.dry_run:

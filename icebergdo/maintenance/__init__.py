@@ -1,7 +1,7 @@
 """Table maintenance: retention, compaction, manifest rewrite, snapshot expiry, orphan removal.
 
     options.py        the job names and `MaintenanceOptions` (flags, `[maintenance]`, API)
-    driver.py         `maintain` / `plan` / `run_every`: validation, locking, plans, reports
+    driver.py         `maintain` / `plan` / `run_every` (`every`: the one --every loop): validation, locking, plans, reports
     steps.py          one function per job: the python run and the planner of each job
     python_engine.py  icebergdo's own jobs (the default engine)
     spark_engine.py   Iceberg's stored procedures through Spark
@@ -19,14 +19,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from icebergdo.maintenance.common import StepReport, table_prefixes
-from icebergdo.maintenance.driver import maintain, plan, plan_table, prepare, run_every
+from icebergdo.maintenance.driver import every, maintain, plan, plan_table, prepare, run_every
 from icebergdo.maintenance.health import table_health
 from icebergdo.maintenance.lock import last_run_of
 from icebergdo.maintenance.options import ENGINES, STEPS, MaintenanceOptions
 from icebergdo.store import Store
 from icebergdo.tables import Tables
 
-__all__ = ["ENGINES", "STEPS", "MaintenanceOptions", "StepReport", "health", "maintain", "plan", "plan_table", "prepare", "run_every"]
+__all__ = ["ENGINES", "STEPS", "MaintenanceOptions", "StepReport", "health", "maintain", "plan", "plan_table", "prepare", "run_every", "every"]
 
 
 def health(lh: Tables, tables: Iterable[str] | None = None) -> list[dict[str, Any]]:

@@ -14,12 +14,13 @@ are always the python planners (`steps.plan_step`): Iceberg's procedures cannot 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from icebergdo.errors import BadInputError, ConfigError, LockBusyError
+from icebergdo.errors import BadInputError, BusyError, ConfigError
 from icebergdo.maintenance import steps
 from icebergdo.maintenance.common import StepReport, table_prefixes
 from icebergdo.maintenance.lock import Lease, acquire, holder_of, table_lock
@@ -202,19 +203,39 @@ def run_every(
     spark: Any = None,
 ) -> None:
     """Run `maintain` forever (or `rounds` times), starting a round every `interval_s` seconds."""
+    check_engine(engine)
+
+    def one_round() -> None:
+        reports = maintain(lh, tables, steps, options=options, progress=progress, engine=engine, spark=spark)
+        if on_round:
+            on_round(reports)
+
+    every(one_round, interval_s, rounds=rounds, skipped=lambda e: progress(f"round skipped: {e}"))
+
+
+def every(
+    one_round: Callable[[], object],
+    interval_s: float,
+    *,
+    rounds: int | None = None,
+    stop: threading.Event | None = None,
+    skipped: Callable[[BusyError], None] = lambda _e: None,
+) -> None:
+    """The one `--every` loop (the API's `run_every` and `icebergdo maintain --every`): a round starts
+    every `interval_s` seconds (at once when a round took longer), until `rounds` rounds ran or `stop`
+    is set (checked between rounds, and it ends the wait). A round that finds a table's lease taken
+    (`BusyError`) is skipped and reported to `skipped`; any other error ends the loop."""
     if interval_s <= 0:
         raise BadInputError("--every: the interval must be positive")
-    check_engine(engine)
+    stop = stop or threading.Event()
     n = 0
-    while rounds is None or n < rounds:
+    while not stop.is_set():
         started = time.monotonic()
         try:
-            reports = maintain(lh, tables, steps, options=options, progress=progress, engine=engine, spark=spark)
-            if on_round:
-                on_round(reports)
-        except LockBusyError as e:
-            progress(f"round skipped: {e}")
+            one_round()
+        except BusyError as e:
+            skipped(e)
         n += 1
         if rounds is not None and n >= rounds:
             break
-        time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+        stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
