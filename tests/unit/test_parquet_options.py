@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from pyiceberg.io.pyarrow import PyArrowFileIO, schema_to_pyarrow
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 from pyiceberg.types import IntegerType, ListType, LongType, MapType, NestedField, StringType, StructType
 
-from icebergdo.iceberg.datafiles import DICTIONARY_EXCLUDE_PROPERTY, _leaf_paths, _ParquetWriter
+from icebergdo.iceberg.datafiles import DICTIONARY_EXCLUDE_PROPERTY, _leaf_paths, parquet_options
 
 SCHEMA = Schema(
     NestedField(1, "id", StringType(), required=False),
@@ -20,21 +20,20 @@ SCHEMA = Schema(
 )
 
 
-def _options(tmp_path: Path, props: dict[str, str]) -> dict:
-    out = PyArrowFileIO().new_output(str(tmp_path / "x.parquet"))
-    return _ParquetWriter(out, SCHEMA, props)._parquet_writer_kwargs
+def _options(props: dict[str, str]) -> dict:
+    return parquet_options(SCHEMA, props)
 
 
-def test_page_row_limit_is_arrows_page_limit_not_its_batch_size(tmp_path: Path) -> None:
-    opts = _options(tmp_path, {"write.parquet.page-row-limit": "500"})
+def test_page_row_limit_is_arrows_page_limit_not_its_batch_size() -> None:
+    opts = _options({"write.parquet.page-row-limit": "500"})
     assert opts["max_rows_per_page"] == 500
     assert "write_batch_size" not in opts
-    assert _options(tmp_path, {})["max_rows_per_page"] == 20000  # Iceberg's default
+    assert _options({})["max_rows_per_page"] == 20000  # Iceberg's default
 
 
-def test_dictionary_exclusion_lists_every_other_leaf(tmp_path: Path) -> None:
-    assert "use_dictionary" not in _options(tmp_path, {})
-    opts = _options(tmp_path, {DICTIONARY_EXCLUDE_PROPERTY: " id , s "})
+def test_dictionary_exclusion_lists_every_other_leaf() -> None:
+    assert "use_dictionary" not in _options({})
+    opts = _options({DICTIONARY_EXCLUDE_PROPERTY: " id , s "})
     assert opts["use_dictionary"] == ["n", "m.key_value.key", "m.key_value.value"]
 
 
