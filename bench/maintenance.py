@@ -215,7 +215,14 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=10, help="(b): manifest rewrite + expiry every N appends (default 10)")
     ap.add_argument("--no-baseline", action="store_true", help="(b): skip the pyiceberg-only table (slow at 1000 appends)")
     ap.add_argument("--home", help="folder for the lakehouses (default: a temporary one)")
+    ap.add_argument("--no-thp", action="store_true",
+                    help="run as `icebergdo maintain` does: transparent huge pages off for this process (icebergdo/cli/process.py)")
     args = ap.parse_args()
+    if args.no_thp:
+        from icebergdo.cli.process import disable_transparent_huge_pages, thp_disabled
+
+        disable_transparent_huge_pages()
+        print(f"transparent huge pages off for this process, as in `icebergdo maintain`: {thp_disabled()}")
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [s for s in shapes if s not in SHAPES]
     if unknown:

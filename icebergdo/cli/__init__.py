@@ -203,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A command that wants another Arrow allocator (ingest: jemalloc, for bounded RSS) gets it
         # for the whole process: Arrow reads this once, when it loads. A user's own setting wins.
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", args.arrow_pool)
+    if getattr(args, "no_thp", False):  # maintain, serve: steady large gathers (see cli/process.py)
+        from icebergdo.cli.process import disable_transparent_huge_pages
+
+        disable_transparent_huge_pages()
     ctx = Context(args)
     try:
         try:

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rollup-after", metavar="DURATION", type=args.duration(), help="merge partitions older than this into one file each (default: off)")
     args.add_format(p)
     args.add_quiet(p)
-    p.set_defaults(handler=cmd_maintain)
+    p.set_defaults(handler=cmd_maintain, no_thp=True)  # see icebergdo/cli/process.py
 
     p = sub.add_parser(
         "health",

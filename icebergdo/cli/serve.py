@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sources", help="with --new-token: comma-separated sources the token may write (default: any)")
     p.add_argument("--namespaces", help="with --new-token: comma-separated namespaces the token may write (default: any)")
     p.add_argument("--scope", action="append", choices=["ingest", "catalog"], help="with --new-token: scope (repeatable; default ingest)")
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, no_thp=True)  # see icebergdo/cli/process.py
 
 
 def _is_loopback(host: str) -> bool:

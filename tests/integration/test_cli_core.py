@@ -56,3 +56,23 @@ def test_help_lists_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "icebergdo", "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("init", "ingest", "tables", "query", "demo", "maintain", "health", "cdc", "doctor", "dev", "spark-sql"):
         assert cmd in out
+
+
+def test_maintain_runs_without_transparent_huge_pages_and_queries_keep_them(lh, config, tmp_path: Path) -> None:  # noqa: ANN001
+    """`maintain` (and `serve`) turn THP off for their own process (icebergdo/cli/process.py); other
+    commands leave the process as it was. Read back from the kernel (/proc/self/status)."""
+    from icebergdo.cli.process import thp_disabled
+    from tests.integration import procs
+    from tests.integration.procs import cli_args
+
+    assert thp_disabled() is False  # the test process itself: the kernel shows the flag (Linux >= 4.18)
+    lh.append_events([{"ts": "2026-03-01T10:00:00Z", "type": "webhook"}])
+    code = ("import sys; from icebergdo.cli import main; rc = main(sys.argv[1:]); "
+            "from icebergdo.cli.process import thp_disabled; print('THP_OFF=%s' % thp_disabled()); sys.exit(rc)")
+    seen = {}
+    for command in (["maintain", "--expire", "--quiet"], ["tables"]):
+        done = subprocess.run([sys.executable, "-c", code, *cli_args(config, tmp_path), *command], capture_output=True, text=True,
+                              env=procs.env(), timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen[command[0]] = [line.split("=", 1)[1] for line in done.stdout.splitlines() if line.startswith("THP_OFF=")]
+    assert seen == {"maintain": ["True"], "tables": ["False"]}
