@@ -229,7 +229,7 @@ def every(
         raise BadInputError("--every: the interval must be positive")
     stop = stop or threading.Event()
     n = 0
-    while not stop.is_set():
+    while not stop.is_set() and (rounds is None or n < rounds):
         started = time.monotonic()
         try:
             one_round()

@@ -44,3 +44,4 @@ def test_stop_ends_the_wait_and_other_errors_end_the_loop() -> None:
         every(broken, 0.01, rounds=5)
     with pytest.raises(BadInputError):
         every(lambda: None, 0)
+    every(broken, 0.01, rounds=0)  # no round at all
