@@ -57,7 +57,7 @@ DEFAULT_TABLE_PROPERTIES = {
 # 32 MiB: a full writer flush (max_bytes 128 MiB of Arrow) of typical events is ~24 MiB of zstd
 # Parquet (~65 B/event), >= 75 % of 32 MiB, so only files cut short by max_age or late events count
 # as small, and compaction merges those into files readers scan well (docs/maintenance.md).
-# `id` and `payload` are (nearly) all distinct: no dictionary encoding for them (see datafiles._ParquetWriter).
+# `id`, `payload` and `ts` are (nearly) all distinct: no dictionary encoding for them (datafiles.parquet_options).
 EVENTS_TABLE_PROPERTIES = {
     "write.target-file-size-bytes": str(32 * 1024 * 1024),
     datafiles.DICTIONARY_EXCLUDE_PROPERTY: "id,payload,ts",

@@ -199,14 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if getattr(args, "arrow_pool", None) and "pyarrow" not in sys.modules:
-        # A command that wants another Arrow allocator (ingest: jemalloc, for bounded RSS) gets it
-        # for the whole process: Arrow reads this once, when it loads. A user's own setting wins.
-        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", args.arrow_pool)
-    if getattr(args, "no_thp", False):  # maintain, serve: steady large gathers (see cli/process.py)
-        from icebergdo.cli.process import disable_transparent_huge_pages
+    from icebergdo.cli import process
 
-        disable_transparent_huge_pages()
+    process.apply(args)  # the process-wide memory settings the command asked for (ingest, maintain, serve)
     ctx = Context(args)
     try:
         try:

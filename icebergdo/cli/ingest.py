@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # the heavy modules (pyarrow, duckdb, pyiceberg) load when a 
 EVENTS_TABLE = "events.raw"  # EVENTS_TABLE, without importing the layout for --help
 TS_UNITS = ("auto", "s", "ms", "us", "ns")  # icebergdo.times.TS_UNITS
 # File and --stream mode: a commit batch of 64 MiB of Arrow and 8 MiB input chunks keep an ingest of any size near
-# 500 MB peak RSS (160 MB of it is the interpreter and libraries; see _return_freed_memory); the
+# 500 MB peak RSS (160 MB of it is the interpreter and libraries; see cli/process.py); the
 # writer's 128 MiB would need ~700 MB, 32 MiB ~400 MB for twice the commits.
 BATCH_BYTES = 64 * 1024 * 1024
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress on stderr")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     flags.add_format(p)
-    p.set_defaults(handler=run, arrow_pool="jemalloc")  # see _return_freed_memory
+    p.set_defaults(handler=run, return_freed_memory=True)  # bounded RSS: see icebergdo/cli/process.py
 
 
 @dataclass
@@ -264,23 +264,6 @@ def _writer_id(plans: list[_Batch]) -> str:
     return str(ULID.from_bytes(digest))
 
 
-def _return_freed_memory() -> None:
-    """Make Arrow give freed memory back to the OS at once, so peak RSS stays near one chunk + one batch.
-
-    Arrow's default allocator (mimalloc) keeps freed pages for reuse: a 300 MB ingest peaked at
-    ~800 MB with it, ~500 MB with jemalloc returning pages immediately (measured with
-    bench/ingest_file.py). `main` makes jemalloc the process's default pool before Arrow loads
-    (`arrow_pool`: the C++ side, Parquet writer included, reads it only then); here it is told to
-    return pages at once. This is for this process only (the `ingest` command owns it, file and
-    --stream mode alike); a pyarrow without jemalloc, or another pool chosen by the user, is left as it is.
-    """
-    import pyarrow as pa
-
-    if pa.default_memory_pool().backend_name != "jemalloc":
-        return
-    pa.jemalloc_set_decay_ms(0)
-
-
 def _ingest_inputs(args: argparse.Namespace, ctx: Any, rule: TimeRule, report: _Report, progress: _Progress) -> None:
     import pyarrow as pa
 
@@ -350,7 +333,6 @@ def run(args: argparse.Namespace, ctx: Any) -> int:
     if args.inputs.count("-") > 1:
         raise IcebergdoError("stdin ('-') can be given only once")
     rule = time_rule(args)
-    _return_freed_memory()
     report = _Report()
     progress = _Progress(args.progress)
     started = time.monotonic()

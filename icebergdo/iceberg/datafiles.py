@@ -71,6 +71,7 @@ from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import ValidatableTableRequirement
 from pyiceberg.typedef import Properties, Record
+from pyiceberg.types import ListType, MapType, StructType
 from pyiceberg.utils.concurrent import ExecutorFactory
 from pyiceberg.utils.config import Config
 from pyiceberg.utils.properties import property_as_bool, property_as_int
@@ -446,8 +447,6 @@ class _ParquetWriter(ParquetFormatWriter):
 
 def _leaf_paths(path: str, field_type: Any) -> list[str]:
     """The Parquet column paths under one field, as Arrow names them (compliant nested types)."""
-    from pyiceberg.types import ListType, MapType, StructType
-
     if isinstance(field_type, StructType):
         return [p for f in field_type.fields for p in _leaf_paths(f"{path}.{f.name}", f.field_type)]
     if isinstance(field_type, ListType):

@@ -4,8 +4,9 @@ Every file the writer commits is sorted by `ts`, so compaction's input is a set 
 read in order of their lower bounds. Measured on the realistic shape (no ids, 30 % of events up
 to 20 minutes late, ~250-byte JSON payloads; 200k rows in 32 files per hour partition), the
 order itself is nearly free (`icebergdo.iceberg.datafiles.order`, the append path's: a stable
-sort of the ts column, ~10 ms with `sort_indices`, less with its NumPy key sort) and a merge's real cost is moving the rows (`Table.take` over the per-file chunks:
-~35 ms; copying each column contiguous first, then taking: ~45 ms). Reading the files and
+sort of the ts column, ~10 ms with `sort_indices`, less with its NumPy key sort) and a merge's
+real cost is moving the rows (`Table.take` over the per-file chunks: ~35 ms; copying each column
+contiguous first, then taking: ~45 ms). Reading the files and
 writing the output cost several times more; what compaction adds beyond them is kept to:
 
 - already in order (stream-like files in lower-bound order): nothing moves;
