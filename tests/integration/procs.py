@@ -92,6 +92,18 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
+
+def cli_in_child(args: list[str], report: str, *, before: str = "") -> dict:
+    """`icebergdo ARGS` through `cli.main` in a fresh interpreter, then `report` (a Python expression
+    evaluated in that process after the command) returned as JSON. `before` runs first. Arrow's pool
+    is left to the command (no ARROW_DEFAULT_MEMORY_POOL from our environment). The command must succeed."""
+    code = f"import json, sys\n{before}\nfrom icebergdo.cli import main\nrc = main(sys.argv[1:])\nprint('REPORT=' + json.dumps({report}))\nsys.exit(rc)"
+    child_env = {k: v for k, v in env().items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=child_env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("REPORT=")]
+    return json.loads(line.removeprefix("REPORT="))
+
 def start_writer(cfg: Path, wal: Path, acks: Path, stop: Path, tag: str, hours: float = 4, upkeep: bool = True) -> subprocess.Popen[bytes]:
     """A durable writer process; `upkeep=False` turns off its own table upkeep (docs/writer.md)."""
     return subprocess.Popen(

@@ -69,12 +69,9 @@ def test_maintain_runs_without_transparent_huge_pages_and_queries_keep_them(lh, 
     lh.append_events([{"ts": "2026-03-01T10:00:00Z", "type": "webhook"}])
     # Each child starts with THP on: the flag is inherited, and this test process may have run an
     # in-process `main(["maintain", ...])` of another test already.
-    code = ("import ctypes, sys; ctypes.CDLL(None).prctl(41, 0, 0, 0, 0); from icebergdo.cli import main; rc = main(sys.argv[1:]); "
-            "from icebergdo.cli.process import thp_disabled; print('THP_OFF=%s' % thp_disabled()); sys.exit(rc)")
-    seen = {}
-    for command in (["maintain", "--expire", "--quiet"], ["tables"]):
-        done = subprocess.run([sys.executable, "-c", code, *cli_args(config, tmp_path), *command], capture_output=True, text=True,
-                              env=procs.env(), timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        seen[command[0]] = [line.split("=", 1)[1] for line in done.stdout.splitlines() if line.startswith("THP_OFF=")]
-    assert seen == {"maintain": ["True"], "tables": ["False"]}
+    seen = {
+        command[0]: procs.cli_in_child([*cli_args(config, tmp_path), *command], "__import__('icebergdo.cli.process').cli.process.thp_disabled()",
+                                       before="import ctypes; ctypes.CDLL(None).prctl(41, 0, 0, 0, 0)")
+        for command in (["maintain", "--expire", "--quiet"], ["tables"])
+    }
+    assert seen == {"maintain": True, "tables": False}

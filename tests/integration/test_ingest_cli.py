@@ -297,20 +297,15 @@ def test_ingest_memory_is_bounded_by_the_batch_not_the_file(lh: Lakehouse, confi
             for i in range(n):
                 f.write(json.dumps({"ts": 1772359200000 + (i * 7919) % 21_600_000, "type": "webhook", "payload": {"f": path.name, "i": i, "note": pad}}) + "\n")
     args = [*cli_args(config, tmp_path), "ingest", "--no-progress", "--max-bytes", "4MiB", "--chunk-bytes", "1MiB"]
+    report = "{'pool': __import__('pyarrow').default_memory_pool().backend_name, 'rss': __import__('resource').getrusage(0).ru_maxrss}"
     rss = {}
     for path in (small, large):
-        code = ("import sys, resource; from icebergdo.cli import main; rc = main(sys.argv[1:]); import pyarrow as pa; "
-                "print('POOL=' + pa.default_memory_pool().backend_name); "
-                "print('RSS=%d' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-        env = {k: v for k, v in procs.env().items() if k != "ARROW_DEFAULT_MEMORY_POOL"}  # the command's own choice
-        done = subprocess.run([sys.executable, "-c", code, *args, str(path)], capture_output=True, text=True, env=env, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line and line.split("=", 1)[0] in ("POOL", "RSS"))
-        rss[path.name] = int(values["RSS"]) / 1024
+        values = procs.cli_in_child([*args, str(path)], report)
+        rss[path.name] = values["rss"] / 1024
         try:
             pa.jemalloc_memory_pool()
-            assert values["POOL"] == "jemalloc"
+            assert values["pool"] == "jemalloc"
         except NotImplementedError:  # a pyarrow without jemalloc keeps its default pool
-            assert values["POOL"] == pa.default_memory_pool().backend_name
+            assert values["pool"] == pa.default_memory_pool().backend_name
     assert rss["large.jsonl"] < rss["small.jsonl"] + 40, rss
     assert lh.duckdb().execute("SELECT count(*), count(DISTINCT id) FROM events").fetchone() == (150_000, 150_000)
