@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from icebergdo import Lakehouse
+from icebergdo.errors import StorageError
 from icebergdo.iceberg import datafiles
 from icebergdo.schema import EVENT_PARTITION_SPEC, EVENT_SCHEMA, to_events
 
@@ -94,3 +95,51 @@ def test_dictionary_exclusion_follows_the_table_property(lh: Lakehouse, tmp_path
     enc = _column_encodings(_copy_out(lh.table("events.raw"), f.file_path, tmp_path))
     assert "RLE_DICTIONARY" in enc["id"] and "RLE_DICTIONARY" in enc["payload"], enc
     assert lh.duckdb().execute("SELECT count(DISTINCT id) FROM events").fetchone() == (1000,)
+
+
+def test_files_are_encoded_at_most_one_per_core_and_a_failure_frees_its_slot(lh: Lakehouse, monkeypatch) -> None:  # noqa: ANN001
+    """pyiceberg's pool has cores + 4 threads; encoding (CPU work, holding each file's gathered rows)
+    runs in at most `usable_cores()` of them at once. A file that fails to encode gives its slot back:
+    more failed appends than there are slots still leave the next append free to run."""
+    import threading
+    import time
+
+    real_encode = datafiles.DataFileWriter.encode
+    lock, state = threading.Lock(), {"now": 0, "peak": 0, "fail": False}
+
+    def spied(self, task):  # noqa: ANN001, ANN202 - the real encode, counted; slowed so overlaps show
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        try:
+            time.sleep(0.02)
+            if state["fail"] and task.task_id == 2:
+                raise OSError("injected: disk full")
+            return real_encode(self, task)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(datafiles.DataFileWriter, "encode", spied)
+    hours = [h for h in range(12) for _ in range(3)]  # 12 partitions: 12 files, 12 tasks at once
+    state["fail"] = True
+    for _ in range(datafiles.usable_cores() + 1):
+        try:
+            lh.append("events.raw", batch(hours))
+        except StorageError as e:  # OSError counts as transient: retried, then reported with its outcome
+            assert "disk full" in str(e) and "nothing was committed" in str(e)
+        else:
+            raise AssertionError("the injected failure did not fail the append")
+    state["fail"] = False
+    done = threading.Event()
+
+    def append() -> None:
+        lh.append("events.raw", batch(hours))
+        done.set()
+
+    threading.Thread(target=append, daemon=True).start()
+    assert done.wait(60), "an append waited for encoding slots that failed writes never gave back"
+    assert 2 <= state["peak"] <= datafiles.usable_cores() or datafiles.usable_cores() == 1
+    table = lh.table("events.raw")
+    assert sum(t.file.record_count for t in table.scan().plan_files()) == len(hours)  # the failed appends left nothing
+    assert lh.duckdb().execute("SELECT count(*) FROM events").fetchone() == (len(hours),)
