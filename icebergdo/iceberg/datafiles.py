@@ -528,9 +528,9 @@ def encoding_slot() -> threading.BoundedSemaphore:
     with every one of them gathering and encoding, six files' rows were held on two cores, the
     extra memory came fresh from the kernel each time (zeroed: `clear_page_erms` was 13 % of the
     process's samples), and 1M-event appends interleaved with other appends, as a service runs
-    them, took a median 0.81 s (0.72-1.14); with the slots 0.54 s (0.49-0.78). The threads still
-    wait for uploads in parallel: a slot is released when a file's rows are encoded, before it is
-    closed.
+    them, took a median 0.81 s (0.72-1.14); with the slots 0.54-0.60 s in two runs (0.49-0.78).
+    The threads still wait for uploads in parallel: a slot is released when a file's rows are
+    encoded, before it is closed.
     """
     global _slots
     with _pool_lock:
