@@ -13,7 +13,9 @@ SQLite) at default settings, timed from the first call until everything is commi
 "raw" is `pyarrow.parquet.write_table` of the already-validated rows of that shape to one zstd file
 (no validation, no sorting, no partitioning, no catalog): the floor any Iceberg writer pays. The
 other variants start from the producer's table and include validation. Ratios are events/s of a
-variant divided by raw's events/s for the same shape.
+variant divided by raw's events/s for the same shape. Each row also shows the process's user and
+kernel CPU seconds during a run (medians): wall time below half the CPU is parallelism, and kernel
+time is memory the kernel had to zero first (what makes runs of the same code differ).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import json
 import logging
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -95,11 +98,15 @@ def run_append_events(events: pa.Table, folder: Path) -> dict:
 
 
 def timed_once(fn: Callable[[Path], dict]) -> tuple[float, dict]:
-    """One fresh run: its seconds and counts."""
+    """One fresh run: its seconds and counts, and the process's user and kernel CPU seconds during it
+    (kernel time is where fresh memory is paid for: the kernel zeroes every page it hands out)."""
     folder = Path(tempfile.mkdtemp(prefix="icebergdo-bench-"))
     try:
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         info = fn(folder)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        info["user"], info["sys"] = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
         return info.pop("seconds", time.perf_counter() - start), info
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -129,20 +136,27 @@ def main(argv: list[str] | None = None) -> int:
     for shape, events in shapes.items():
         print(f"  shape '{shape}': columns {', '.join(events.column_names)}; {events.nbytes / n:,.0f} Arrow bytes/event; "
               f"payload {pc_mean_len(events):,.0f} bytes on average")
-    print(f"{'shape':<18} {'variant':<34} {'seconds':>8} {'events/s':>12} {'vs raw':>7} {'commits':>8} {'files':>6}")
+    print(f"{'shape':<18} {'variant':<34} {'seconds':>8} {'events/s':>12} {'vs raw':>7} {'commits':>8} {'files':>6} {'cpu user':>9} {'cpu sys':>8}")
     # Round-robin over the variants, so load from other processes hits them all alike.
     times: dict[tuple[str, str], list[float]] = {(s, v): [] for s, v, _ in variants}
+    cpu: dict[tuple[str, str], list[tuple[float, float]]] = {(s, v): [] for s, v, _ in variants}
     infos: dict[tuple[str, str], dict] = {}
     for _ in range(args.repeat):
         for shape, name, fn in variants:
             seconds, infos[(shape, name)] = timed_once(fn)
             times[(shape, name)].append(seconds)
+            cpu[(shape, name)].append((infos[(shape, name)]["user"], infos[(shape, name)]["sys"]))
     raw_rate: dict[str, float] = {}
     for shape, name, _ in variants:
         seconds, info = statistics.median(times[(shape, name)]), infos[(shape, name)]
         rate = n / seconds
         raw_rate.setdefault(shape, rate)
-        print(f"{shape:<18} {name:<34} {seconds:>8.3f} {rate:>12,.0f} {rate / raw_rate[shape]:>6.2f}x {info['commits']:>8} {info['files']:>6}")
+        user = statistics.median(u for u, _ in cpu[(shape, name)])
+        kernel = statistics.median(k for _, k in cpu[(shape, name)])
+        print(f"{shape:<18} {name:<34} {seconds:>8.3f} {rate:>12,.0f} {rate / raw_rate[shape]:>6.2f}x {info['commits']:>8} {info['files']:>6} "
+              f"{user:>8.3f}s {kernel:>7.3f}s")
+    print("cpu user / cpu sys: the process's CPU seconds during a run (all threads; medians). Runs whose kernel time is high paid for")
+    print("fresh memory (the kernel zeroes every page it hands out); docs/writer.md, Throughput.")
     print("targets (issue 11): append_events >= 0.80x raw, durable writer >= 0.50x raw, on the realistic shape")
     return 0
 
