@@ -138,21 +138,17 @@ def main(argv: list[str] | None = None) -> int:
               f"payload {pc_mean_len(events):,.0f} bytes on average")
     print(f"{'shape':<18} {'variant':<34} {'seconds':>8} {'events/s':>12} {'vs raw':>7} {'commits':>8} {'files':>6} {'cpu user':>9} {'cpu sys':>8}")
     # Round-robin over the variants, so load from other processes hits them all alike.
-    times: dict[tuple[str, str], list[float]] = {(s, v): [] for s, v, _ in variants}
-    cpu: dict[tuple[str, str], list[tuple[float, float]]] = {(s, v): [] for s, v, _ in variants}
-    infos: dict[tuple[str, str], dict] = {}
+    runs: dict[tuple[str, str], list[tuple[float, dict]]] = {(s, v): [] for s, v, _ in variants}
     for _ in range(args.repeat):
         for shape, name, fn in variants:
-            seconds, infos[(shape, name)] = timed_once(fn)
-            times[(shape, name)].append(seconds)
-            cpu[(shape, name)].append((infos[(shape, name)]["user"], infos[(shape, name)]["sys"]))
+            runs[(shape, name)].append(timed_once(fn))
     raw_rate: dict[str, float] = {}
     for shape, name, _ in variants:
-        seconds, info = statistics.median(times[(shape, name)]), infos[(shape, name)]
+        seconds, info = statistics.median(t for t, _ in runs[(shape, name)]), runs[(shape, name)][-1][1]
         rate = n / seconds
         raw_rate.setdefault(shape, rate)
-        user = statistics.median(u for u, _ in cpu[(shape, name)])
-        kernel = statistics.median(k for _, k in cpu[(shape, name)])
+        user = statistics.median(i["user"] for _, i in runs[(shape, name)])
+        kernel = statistics.median(i["sys"] for _, i in runs[(shape, name)])
         print(f"{shape:<18} {name:<34} {seconds:>8.3f} {rate:>12,.0f} {rate / raw_rate[shape]:>6.2f}x {info['commits']:>8} {info['files']:>6} "
               f"{user:>8.3f}s {kernel:>7.3f}s")
     print("cpu user / cpu sys: the process's CPU seconds during a run (all threads; medians). Runs whose kernel time is high paid for")

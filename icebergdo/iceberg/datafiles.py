@@ -434,7 +434,6 @@ class EncodedFile:
     finish: Callable[[], DataFile]
 
 
-
 def _writes_parquet(metadata: TableMetadata) -> bool:
     fmt = metadata.properties.get(TableProperties.WRITE_FILE_FORMAT, TableProperties.WRITE_FILE_FORMAT_DEFAULT)
     return str(fmt).upper() == FileFormat.PARQUET.value
@@ -494,22 +493,33 @@ def _leaf_paths(path: str, field_type: Any) -> list[str]:
     return [path]
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-_pool_lock = threading.Lock()
+@dataclass(frozen=True)
+class _Workers:
+    """What one process's data-file writes share (made again in a forked child: `_workers`)."""
+
+    pid: int
+    pool: ThreadPoolExecutor
+    slots: threading.BoundedSemaphore
+
+
+_shared: _Workers | None = None
+_shared_lock = threading.Lock()
+
+
+def _workers() -> _Workers:
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.pid != os.getpid():
+            workers = ExecutorFactory.max_workers() or min(32, (os.cpu_count() or 1) + 4)
+            _shared = _Workers(os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="icebergdo-datafiles"),
+                               threading.BoundedSemaphore(usable_cores()))
+        return _shared
 
 
 def _executor() -> ThreadPoolExecutor:
     """The threads that gather and write data files: as many as pyiceberg's own pool (its `max-workers`
     setting, else Python's default), which they hand the Parquet writing to. One pool per process."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid():
-            workers = ExecutorFactory.max_workers() or min(32, (os.cpu_count() or 1) + 4)
-            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="icebergdo-datafiles"))
-        return _pool[1]
-
-
-_slots: tuple[int, threading.BoundedSemaphore] | None = None
+    return _workers().pool
 
 
 def usable_cores() -> int:
@@ -532,11 +542,7 @@ def encoding_slot() -> threading.BoundedSemaphore:
     The threads still wait for uploads in parallel: a slot is released when a file's rows are
     encoded, before it is closed.
     """
-    global _slots
-    with _pool_lock:
-        if _slots is None or _slots[0] != os.getpid():
-            _slots = (os.getpid(), threading.BoundedSemaphore(usable_cores()))
-        return _slots[1]
+    return _workers().slots
 
 
 class AlreadyCommitted(ValidationException):

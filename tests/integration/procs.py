@@ -92,7 +92,6 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-
 def cli_in_child(args: list[str], report: str, *, before: str = "") -> dict:
     """`icebergdo ARGS` through `cli.main` in a fresh interpreter, then `report` (a Python expression
     evaluated in that process after the command) returned as JSON. `before` runs first. Arrow's pool
@@ -103,6 +102,7 @@ def cli_in_child(args: list[str], report: str, *, before: str = "") -> dict:
     assert done.returncode == 0, done.stderr[-2000:]
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("REPORT=")]
     return json.loads(line.removeprefix("REPORT="))
+
 
 def start_writer(cfg: Path, wal: Path, acks: Path, stop: Path, tag: str, hours: float = 4, upkeep: bool = True) -> subprocess.Popen[bytes]:
     """A durable writer process; `upkeep=False` turns off its own table upkeep (docs/writer.md)."""
